@@ -1,0 +1,208 @@
+"""The ``autobert`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from autobert.errors import AutobertError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="the study YAML file")
+    p.add_argument("--storage", help="Optuna storage URL (default: SQLite file beside the study)")
+    p.add_argument("--disable", action="append", default=[], metavar="NAME", help="turn a technique off (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autobert", description="Search BERT fine-tuning recipes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("search", help="run (or resume) a study")
+    _study_args(p)
+    p.add_argument("--n-trials", type=int, help="run this many more trials (default: the study's budget)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--export", type=Path, help="where to write the best frozen config (default: <study dir>/best.yaml)")
+
+    p = sub.add_parser("train", help="train a frozen config's recipe")
+    p.add_argument("frozen", help="a frozen config (best.yaml)")
+    p.add_argument("--output", "-o", type=Path, required=True, help="folder for the model, metrics.json and the config")
+    p.add_argument("--allow-data-change", action="store_true", help="train even if the data's fingerprint changed")
+
+    p = sub.add_parser("best", help="show the leaderboard and re-export the best recipe")
+    _study_args(p)
+    p.add_argument("--export", type=Path, help="where to write the frozen config")
+    p.add_argument("--top", type=int, default=10)
+
+    p = sub.add_parser("validate", help="check a study file without running anything")
+    _study_args(p)
+
+    p = sub.add_parser("plugins", help="list techniques and their parameter spaces")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--disable", action="append", default=[], metavar="NAME")
+    return parser
+
+
+def _prepare(args):
+    """Load, check and return (study, plugin manager, data)."""
+    from autobert.config import load_study
+    from autobert.pipeline import quiet_transformers
+    from autobert.search import plugin_manager_for, validate_study
+
+    quiet_transformers()
+    study = load_study(args.study)
+    pm = plugin_manager_for(study, args.disable)
+    data = validate_study(study, pm)
+    return study, pm, data
+
+
+def cmd_search(args) -> int:
+    from autobert.display import SearchProgress, leaderboard
+    from autobert.search import export_best, run_search, trial_summary
+
+    study, pm, data = _prepare(args)
+    n_trials = args.n_trials if args.n_trials is not None else (None if args.timeout else study.budget.trials)
+    timeout = args.timeout if args.timeout is not None else (None if args.n_trials else study.budget.timeout)
+    console.print(
+        f"[bold]{study.name}[/]: {n_trials or 'unlimited'} trial(s), techniques: {', '.join(sorted(pm.techniques))}; "
+        f"storage {args.storage or study.storage_url}"
+    )
+    with SearchProgress(console, n_trials, study.direction, study.metric) as progress:
+        try:
+            opened = run_search(
+                study, pm, data, n_trials=n_trials, timeout=timeout, storage=args.storage,
+                progress=progress, callbacks=[progress],
+            )
+        except KeyboardInterrupt:
+            progress.progress.stop()
+            err_console.print(
+                "[yellow]interrupted[/]: the running trial is marked failed; completed trials are stored. "
+                "Run the same command to resume."
+            )
+            return 130
+    console.print(leaderboard(opened, study.metric))
+    if trial_summary(opened).get("complete"):
+        path = export_best(study, opened, pm, data, args.export)
+        console.print(f"best recipe written to [bold]{path}[/]; reproduce it with `autobert train {path} --output DIR`")
+    else:
+        err_console.print("[red]no trial completed[/], so there is no recipe to export; see the reasons above")
+        return 1
+    return 0
+
+
+def cmd_best(args) -> int:
+    from autobert.display import leaderboard
+    from autobert.search import export_best, open_study
+
+    study, pm, data = _prepare(args)
+    opened = open_study(study, args.storage)
+    console.print(leaderboard(opened, study.metric, args.top))
+    path = export_best(study, opened, pm, data, args.export)
+    console.print(f"best recipe written to [bold]{path}[/]")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    study, pm, data = _prepare(args)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in data.splits.items())
+    console.print(f"[green]ok[/]: {study.name}: {sizes} rows, {data.num_labels} labels, techniques {', '.join(sorted(pm.techniques))}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from autobert.config import dump_yaml, load_frozen, relocate, write_atomic
+    from autobert.data import load_task_data
+    from autobert.display import SearchProgress
+    from autobert.pipeline import metric_names, quiet_transformers, run_pipeline
+    from autobert.search import check_frozen, plugin_manager_for, replay_trial
+
+    quiet_transformers()
+    frozen = load_frozen(args.frozen)
+    pm = plugin_manager_for(frozen)
+    data = load_task_data(frozen)
+    check_frozen(frozen, data, args.allow_data_change)
+    out = Path(args.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".autobert-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise AutobertError(f"--output {out}: cannot write there ({exc.strerror}); choose a writable folder") from None
+    console.print(f"training trial {frozen.provenance.trial} of {frozen.provenance.study} ({frozen.metric} in search: {frozen.provenance.value})")
+    with SearchProgress(console, None, frozen.direction, frozen.metric) as progress:
+        result = run_pipeline(frozen, replay_trial(frozen), pm, data, save_to=out, evaluate_test=True, progress=progress)
+    metrics = {"validation": result.metrics, "test": result.test_metrics, "value": result.value,
+               "metric": frozen.metric, "search_value": frozen.provenance.value, "seconds": round(result.seconds, 2)}
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_atomic(out / "autobert.yaml", dump_yaml(relocate(frozen, out)))
+    table = Table(title=f"{frozen.name}: trained recipe")
+    table.add_column("split")
+    shown = [n for n in metric_names(pm) if n in result.metrics]
+    for name in shown:
+        table.add_column(name, justify="right")
+    table.add_row("validation", *[f"{result.metrics[n]:.4f}" for n in shown])
+    if result.test_metrics:
+        table.add_row("test", *[f"{result.test_metrics[n]:.4f}" for n in shown])
+    console.print(table)
+    console.print(f"model, tokenizer, metrics.json and autobert.yaml written to [bold]{out}[/]")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from autobert.plugin_manager import get_plugin_manager
+    from autobert.space import explore
+
+    pm = get_plugin_manager(disable=args.disable)
+    report = explore(pm.hook.autobert_search_space, pm.techniques)
+    listing = []
+    for name, technique in sorted(pm.techniques.items()):
+        params = [spec.to_dict() for n, spec in sorted(report.defaults.items()) if spec.technique == name]
+        listing.append({"name": name, "module": technique.module, "source": technique.source, "parameters": params})
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    table = Table(title="autobert techniques")
+    for col in ("technique", "source", "parameter", "space"):
+        table.add_column(col)
+    for entry in listing:
+        specs = [s for s in report.defaults.values() if s.technique == entry["name"]]
+        first = True
+        for spec in sorted(specs, key=lambda s: s.name) or [None]:
+            table.add_row(
+                entry["name"] if first else "", entry["source"] if first else "",
+                spec.short_name if spec else "—", spec.describe() if spec else "",
+            )
+            first = False
+    console.print(table)
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "train": cmd_train, "best": cmd_best, "validate": cmd_validate, "plugins": cmd_plugins}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except AutobertError as exc:
+        err_console.print("[bold red]error:[/] ", end="")
+        err_console.print(str(exc), markup=False, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

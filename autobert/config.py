@@ -1,0 +1,306 @@
+"""Study files and frozen configs: schema, validation and the YAML round-trip.
+
+A study file describes a search; a frozen config is the same schema with every
+technique parameter fixed and a ``provenance`` section saying where it came
+from. Both are immutable pydantic models. Loading reports every schema problem
+at once, each with its key and line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autobert.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubSource(_Model):
+    """A split taken from a ``datasets`` hub id (needs a network or a warm cache)."""
+
+    hub: str
+    config: str | None = None
+    split: str
+
+
+class DataConfig(_Model):
+    train: str | HubSource
+    validation: str | HubSource
+    test: str | HubSource | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: list[str] | None = None
+
+
+class SamplerConfig(_Model):
+    name: Literal["tpe", "random"] = "tpe"
+    seed: int | None = 0
+    n_startup_trials: int | None = Field(default=None, ge=0)
+
+
+class PrunerConfig(_Model):
+    name: Literal["median", "successive_halving", "hyperband", "none"] = "median"
+    n_startup_trials: int = Field(default=1, ge=0)
+    n_warmup_steps: int = Field(default=0, ge=0)
+
+
+class BudgetConfig(_Model):
+    trials: int | None = Field(default=10, ge=1)
+    timeout: float | None = Field(default=None, gt=0, description="seconds")
+
+
+class Provenance(_Model):
+    study: str
+    trial: int
+    value: float | None
+    metric: str
+    autobert_version: str
+    plugins: dict[str, str]
+    data_fingerprint: dict[str, str]
+    params: dict[str, Any]
+
+
+class StudyConfig(_Model):
+    """A study file. Paths in ``data`` are relative to the file's folder."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    model: str
+    data: DataConfig
+    metric: str = "accuracy"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    max_length: int = Field(default=128, ge=8)
+    seed: int = 0
+    evaluations_per_epoch: int = Field(default=1, ge=1)
+    budget: BudgetConfig = BudgetConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    storage: str | None = None
+    output_dir: str | None = None
+    disable: list[str] = []
+    techniques: dict[str, dict[str, Any]] = {}
+
+    # Where the file lives; not part of the file itself.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _sampler_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("pruner", mode="before")
+    @classmethod
+    def _pruner_shorthand(cls, v: Any) -> Any:
+        if v is None or v is False:
+            return {"name": "none"}
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("techniques", mode="before")
+    @classmethod
+    def _techniques_none(cls, v: Any) -> Any:
+        # `pooling:` with nothing under it means "defaults".
+        if isinstance(v, dict):
+            return {k: ({} if p is None else p) for k, p in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> "StudyConfig":
+        if self.budget.trials is None and self.budget.timeout is None:
+            raise ValueError("budget needs trials or timeout (or both)")
+        return self
+
+    # -- derived -----------------------------------------------------------
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """Study-file overrides keyed by full parameter name."""
+        return {f"{t}.{k}": v for t, params in self.techniques.items() for k, v in params.items()}
+
+    @property
+    def study_dir(self) -> Path:
+        """Where the study's storage, exports and cache live by default."""
+        if self.output_dir:
+            return self.resolve_path(self.output_dir)
+        return self.base_dir / self.name
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.study_dir / 'study.db').resolve()}"
+
+    def resolve_path(self, value: str | os.PathLike) -> Path:
+        path = Path(os.path.expanduser(str(value)))
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.model_dump(mode="json", exclude_none=True))
+
+
+class FrozenConfig(StudyConfig):
+    """A study whose every technique parameter is fixed, plus its provenance."""
+
+    provenance: Provenance
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.provenance.params)
+
+
+# ---------------------------------------------------------------------------
+# YAML
+# ---------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-5`` as a string; people mean a float, as YAML 1.2 says."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its (1-based) line."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: Any, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = path + (key.value,)
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                lines[path + (i,)] = value.start_mark.line + 1
+                walk(value, path + (i,))
+
+    try:
+        walk(yaml.compose(text), ())
+    except yaml.YAMLError:
+        pass
+    return lines
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    loc = tuple(loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def _format_pydantic(exc: ValidationError, lines: dict[tuple, int]) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        # Drop pydantic's union-branch markers such as 'str' or 'HubSource'.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and re.fullmatch(r"[A-Z]\w*|str|int|float", p)))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(lines, loc)
+        where = f"{key} (line {line})" if line else key
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        elif err["type"] == "missing":
+            msg = "required key is missing; add it"
+        problems.append(f"{where}: {msg}")
+    # A union failing on several branches repeats itself; keep each message once.
+    return list(dict.fromkeys(problems))
+
+
+def parse_config(text: str, source: str, base_dir: Path, cls: type[StudyConfig] = StudyConfig) -> StudyConfig:
+    """Parse YAML ``text`` into ``cls``; every schema problem is reported at once.
+
+    Raises:
+        ConfigError: listing every problem with its key and line.
+    """
+    try:
+        raw = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["the file must be a YAML mapping (key: value lines), e.g. `name: my-study`"])
+    try:
+        return cls.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(source, _format_pydantic(exc, _key_lines(text))) from None
+
+
+def load_study(path: str | os.PathLike) -> StudyConfig:
+    """Read a study file (a frozen config is read as a study too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [f"file not found: {path}; give the path of a study YAML file"])
+    text = path.read_text(encoding="utf-8")
+    raw_is_frozen = "provenance:" in text
+    cls = FrozenConfig if raw_is_frozen else StudyConfig
+    return parse_config(text, str(path), path.parent.resolve(), cls)
+
+
+def load_frozen(path: str | os.PathLike) -> FrozenConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [f"file not found: {path}; export one with `autobert best STUDY.yaml`"])
+    text = path.read_text(encoding="utf-8")
+    config = parse_config(text, str(path), path.parent.resolve(), FrozenConfig)
+    return config  # type: ignore[return-value]
+
+
+def relocate(config: StudyConfig, new_dir: Path) -> dict[str, Any]:
+    """The config's data as a dict whose relative paths are valid from ``new_dir``."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    new_dir = Path(new_dir).resolve()
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str) and not value.startswith(("package:", "hub:")):
+            old = config.resolve_path(value)
+            if old.exists() and not Path(os.path.expanduser(value)).is_absolute():
+                return os.path.relpath(old, new_dir)
+        return value
+
+    for split in ("train", "validation", "test"):
+        if split in data["data"]:
+            data["data"][split] = move(data["data"][split])
+    data["model"] = move(data["model"])
+    if data.get("output_dir"):
+        data["output_dir"] = move(data["output_dir"])
+    return data

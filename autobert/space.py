@@ -1,0 +1,260 @@
+"""A namespaced search space over an Optuna trial, with study-file overrides.
+
+Plugins declare their own default ranges; the study file may fix a value, narrow
+a range or restrict choices, and the plugin never knows. The same code draws
+from a live ``optuna.Trial`` during search and from an ``optuna.trial.FixedTrial``
+when a frozen config is replayed, so a search trial and ``autobert train`` run
+the very same pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from autobert.errors import PluginError
+
+Scalar = bool | int | float | str | None
+RANGE_KEYS = {"low", "high", "log", "step"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter's distribution: ``float``, ``int`` or ``categorical``."""
+
+    name: str
+    kind: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Scalar, ...] | None = None
+
+    @property
+    def technique(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.kind == "categorical" and len(self.choices or ()) == 1
+
+    def describe(self) -> str:
+        if self.kind == "categorical":
+            if self.is_fixed:
+                return f"= {self.choices[0]!r}"
+            return "{" + ", ".join(repr(c) for c in self.choices) + "}"
+        text = f"{self.kind} [{self.low:g}, {self.high:g}]"
+        if self.log:
+            text += " log"
+        if self.step is not None and not (self.kind == "int" and self.step == 1):
+            text += f" step {self.step:g}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if "choices" in d:
+            d["choices"] = list(d["choices"])
+        return d
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def apply_override(spec: ParamSpec, override: Any) -> ParamSpec:
+    """Return ``spec`` as restricted by a study-file override.
+
+    A scalar fixes the value, a list restricts the choices, a mapping with
+    ``low``/``high``/``log``/``step`` replaces the range.
+
+    Raises:
+        ValueError: the override does not fit the parameter; the message says why.
+    """
+    if override is None:
+        return spec
+    where = f"techniques.{spec.technique}.{spec.short_name}"
+    if isinstance(override, Mapping):
+        if spec.kind == "categorical":
+            raise ValueError(
+                f"{where}: a range {{low, high}} does not fit a categorical parameter; "
+                f"give one value or a list of choices from {spec.describe()}"
+            )
+        unknown = set(override) - RANGE_KEYS
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown range key(s) {', '.join(sorted(unknown))}; "
+                "use low, high, log, step"
+            )
+        low, high = override.get("low", spec.low), override.get("high", spec.high)
+        log = bool(override.get("log", spec.log))
+        step = override.get("step", None if log else spec.step)
+        if not (_is_number(low) and _is_number(high)):
+            raise ValueError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
+        if spec.kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+            raise ValueError(f"{where}: an integer parameter needs integer low/high")
+        if low > high:
+            raise ValueError(f"{where}: low ({low}) is greater than high ({high}); swap them")
+        if log and low <= 0:
+            raise ValueError(f"{where}: a log range needs low > 0 (got {low}); set log: false or raise low")
+        if log and step not in (None, 1):
+            raise ValueError(f"{where}: log and step cannot be combined; drop one")
+        if spec.kind == "int":
+            low, high, step = int(low), int(high), int(step or 1)
+        return dataclasses.replace(spec, low=low, high=high, log=log, step=step)
+    values = list(override) if isinstance(override, (list, tuple)) else [override]
+    if not values:
+        raise ValueError(f"{where}: an empty list of choices; give at least one value")
+    for value in values:
+        if spec.kind == "categorical":
+            if value not in spec.choices:
+                raise ValueError(
+                    f"{where}: {value!r} is not a choice of this parameter; "
+                    f"choose from {spec.describe()}"
+                )
+        elif not _is_number(value):
+            raise ValueError(f"{where}: {value!r} is not a number; this parameter is {spec.describe()}")
+        elif spec.kind == "int" and not float(value).is_integer():
+            raise ValueError(f"{where}: {value!r} is not an integer; this parameter is {spec.describe()}")
+    if spec.kind == "int":
+        values = [int(v) for v in values]
+    return ParamSpec(spec.name, "categorical", choices=tuple(values))
+
+
+class SearchSpace:
+    """The object passed to ``autobert_search_space``.
+
+    Args:
+        trial: An ``optuna.Trial`` or ``optuna.trial.FixedTrial``.
+        techniques: Names of the enabled techniques; a parameter must be
+            namespaced by one of them.
+        overrides: ``{"finetune.learning_rate": override}`` from the study file.
+    """
+
+    def __init__(self, trial: Any, techniques: Iterable[str], overrides: Mapping[str, Any] | None = None):
+        self.trial = trial
+        self.techniques = set(techniques)
+        self.overrides = dict(overrides or {})
+        self.params: dict[str, Any] = {}
+        self.specs: dict[str, ParamSpec] = {}
+
+    # -- the plugin-facing API ---------------------------------------------
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None) -> float:
+        return self._suggest(ParamSpec(name, "float", low=low, high=high, log=log, step=step))
+
+    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False, step: int = 1) -> int:
+        return self._suggest(ParamSpec(name, "int", low=low, high=high, log=log, step=step))
+
+    def suggest_categorical(self, name: str, choices: Sequence[Scalar]) -> Scalar:
+        return self._suggest(ParamSpec(name, "categorical", choices=tuple(choices)))
+
+    # -- internals ---------------------------------------------------------
+
+    def _check_name(self, name: str) -> None:
+        technique, _, rest = name.partition(".")
+        if not rest or technique not in self.techniques:
+            raise PluginError(
+                f"parameter {name!r} is not namespaced by a technique: name it "
+                f"'<technique>.<parameter>' with one of {', '.join(sorted(self.techniques))}"
+            )
+
+    def _suggest(self, spec: ParamSpec) -> Any:
+        self._check_name(spec.name)
+        if spec.name in self.params:
+            return self.params[spec.name]
+        effective = self.resolve(spec)
+        value = self._draw(effective)
+        self.specs[spec.name] = effective
+        self.params[spec.name] = value
+        return value
+
+    def resolve(self, spec: ParamSpec) -> ParamSpec:
+        from autobert.errors import ConfigError
+
+        try:
+            return apply_override(spec, self.overrides.get(spec.name))
+        except ValueError as exc:
+            raise ConfigError("study file", [str(exc)]) from exc
+
+    def _draw(self, spec: ParamSpec) -> Any:
+        if spec.kind == "float":
+            return self.trial.suggest_float(spec.name, spec.low, spec.high, log=spec.log, step=spec.step)
+        if spec.kind == "int":
+            return self.trial.suggest_int(spec.name, spec.low, spec.high, log=spec.log, step=spec.step or 1)
+        return self.trial.suggest_categorical(spec.name, list(spec.choices))
+
+
+class _Explorer(SearchSpace):
+    """Follows one path of categorical choices and records what it meets."""
+
+    def __init__(self, techniques: Iterable[str], overrides: Mapping[str, Any], path: list[int]):
+        super().__init__(None, techniques, overrides)
+        self.path = path
+        self.branch_points: list[int] = []  # number of choices at each categorical met
+        self.defaults: dict[str, ParamSpec] = {}
+        self.problems: list[str] = []
+
+    def resolve(self, spec: ParamSpec) -> ParamSpec:
+        self.defaults.setdefault(spec.name, spec)
+        try:
+            return apply_override(spec, self.overrides.get(spec.name))
+        except ValueError as exc:
+            self.problems.append(str(exc))
+            return spec
+
+    def _draw(self, spec: ParamSpec) -> Any:
+        if spec.kind != "categorical":
+            return spec.low if spec.kind == "int" else float(spec.low)
+        depth = len(self.branch_points)
+        self.branch_points.append(len(spec.choices))
+        index = self.path[depth] if depth < len(self.path) else 0
+        return spec.choices[index]
+
+
+@dataclass
+class SpaceReport:
+    """Every parameter reachable in a space, as declared and as overridden."""
+
+    defaults: dict[str, ParamSpec]
+    effective: dict[str, ParamSpec]
+    problems: list[str]
+
+
+def explore(hook: Any, techniques: Iterable[str], overrides: Mapping[str, Any] | None = None, max_paths: int = 512) -> SpaceReport:
+    """Run ``autobert_search_space`` along every path of categorical choices.
+
+    Conditional parameters only appear under some choices, so one pass would
+    miss them; this walks the choices depth-first (bounded by ``max_paths``).
+    """
+    techniques = list(techniques)
+    overrides = dict(overrides or {})
+    defaults: dict[str, ParamSpec] = {}
+    effective: dict[str, ParamSpec] = {}
+    problems: list[str] = []
+    stack: list[list[int]] = [[]]
+    seen = 0
+    while stack and seen < max_paths:
+        path = stack.pop()
+        seen += 1
+        space = _Explorer(techniques, overrides, path)
+        hook(space=space)
+        for name, spec in space.defaults.items():
+            defaults.setdefault(name, spec)
+        for name, spec in space.specs.items():
+            effective.setdefault(name, spec)
+        problems.extend(p for p in space.problems if p not in problems)
+        # Every branch point beyond the fixed prefix spawns its alternatives.
+        for depth in range(len(path), len(space.branch_points)):
+            for alt in range(1, space.branch_points[depth]):
+                stack.append(path + [0] * (depth - len(path)) + [alt])
+    return SpaceReport(defaults, effective, problems)
+
+
+def is_finite_number(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)

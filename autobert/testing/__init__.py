@@ -1,0 +1,98 @@
+"""Tools for testing autobert and technique plugins on tiny, real models.
+
+``make_tiny_model`` builds a 2-layer BERT (hidden size 32) with a WordPiece
+tokenizer trained on local text, in about a second; ``write_study`` writes a
+study file over a synthetic task that such a model learns in seconds. Plugin
+authors subclass :class:`TechniqueConformance` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from autobert.config import dump_yaml
+
+from autobert.testing._conformance import TechniqueConformance
+
+POSITIVE = ["good", "great", "fine", "lovely", "superb", "brilliant"]
+NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "terrible"]
+FILLER = ["the", "movie", "film", "plot", "was", "is", "really", "quite", "a", "story", "acting", "and", "it", "cast"]
+
+
+def synthetic_rows(n: int, seed: int = 0) -> list[tuple[str, int]]:
+    """Sentences whose label is decided by one sentiment word among fillers."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(4, 10))]
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def make_tiny_model(path: str | Path, texts: list[str] | None = None, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """Save a tiny randomly initialised BERT and a WordPiece tokenizer trained on ``texts``."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    texts = texts or [t for t, _ in synthetic_rows(500)]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (path / "vocab.txt").write_text("\n".join(word for word, _ in vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab={word: i for word, i in vocab}, do_lower_case=True)
+    tokenizer.save_pretrained(str(path))
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=hidden * 2, max_position_embeddings=128,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(str(path))
+    return path
+
+
+def write_study(directory: str | Path, *, name: str = "tiny", n_train: int = 240, n_validation: int = 80, **overrides: Any) -> Path:
+    """Write a synthetic task, a tiny model and a study file over them; return the study path.
+
+    Keyword arguments override top-level study keys, e.g.
+    ``write_study(tmp, techniques={"finetune": {"epochs": 1}})``.
+    """
+    directory = Path(directory)
+    data = directory / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    rows = synthetic_rows(n_train + 2 * n_validation, seed=1)
+    splits = {"train": rows[:n_train], "validation": rows[n_train:n_train + n_validation], "test": rows[n_train + n_validation:]}
+    for split, split_rows in splits.items():
+        lines = ["text,label"] + [f"{t},{l}" for t, l in split_rows]
+        (data / f"{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = directory / "tiny-bert"
+    if not (model / "config.json").exists():
+        make_tiny_model(model, [t for t, _ in rows])
+    study = {
+        "name": name,
+        "model": "tiny-bert",
+        "data": {"train": "data/train.csv", "validation": "data/validation.csv", "test": "data/test.csv",
+                 "label_names": ["negative", "positive"]},
+        "metric": "accuracy",
+        "max_length": 32,
+        "budget": {"trials": 2},
+        "pruner": {"name": "none"},
+        "techniques": {"finetune": {"learning_rate": {"low": 1e-3, "high": 5e-3, "log": True}, "epochs": 1,
+                                    "batch_size": 16, "warmup_ratio": 0.0}},
+    }
+    study.update(overrides)
+    path = directory / f"{name}.yaml"
+    path.write_text(dump_yaml(study), encoding="utf-8")
+    return path
+
+
+__all__ = ["make_tiny_model", "write_study", "synthetic_rows", "TechniqueConformance"]
