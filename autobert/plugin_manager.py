@@ -31,7 +31,7 @@ class Technique:
 
     @property
     def source(self) -> str:
-        return f"{self.distribution} {self.version}"
+        return f"{self.distribution} {self.version}".strip()
 
 
 class PluginManager(pluggy.PluginManager):
@@ -54,7 +54,8 @@ class PluginManager(pluggy.PluginManager):
         try:
             self.register(plugin, name=technique.name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"{where} does not match the autobert hook contract: {exc}") from exc
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise PluginError(f"{where} does not match the autobert hook contract: {detail}") from exc
         unknown = [c.name for c in self.get_hookcallers(plugin) or [] if c.spec is None]
         if unknown:
             self.unregister(plugin)
@@ -101,13 +102,13 @@ def get_plugin_manager(
         if ep.name in disabled or (wanted is not None and ep.name not in wanted):
             continue
         dist = ep.dist.name if ep.dist is not None else "unknown distribution"
-        version = ep.dist.version if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else ""
         try:
             plugin = ep.load()
         except Exception as exc:
             raise PluginError(
                 f"technique {ep.name!r} (entry point {ep.name} = {ep.value} in group "
-                f"{ENTRY_POINT_GROUP}, from {dist} {version}) failed to import: "
+                f"{ENTRY_POINT_GROUP}, from {f'{dist} {version}'.strip()}) failed to import: "
                 f"{type(exc).__name__}: {exc}. Fix or uninstall {dist}, or run with "
                 f"--disable {ep.name}"
             ) from exc

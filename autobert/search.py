@@ -79,7 +79,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
         problems.extend(found or [])
 
     try:
-        load_tokenizer(resolve_model(study.model))
+        load_tokenizer(resolve_model(study))
     except ConfigError as exc:
         problems.extend(exc.problems)
     except Exception as exc:
@@ -103,11 +103,14 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
 # ---------------------------------------------------------------------------
 
 
-def make_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(study: StudyConfig, n_existing: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler. A resumed study offsets the seed by its trial count,
+    so it goes on exploring instead of replaying the first run's draws."""
     cfg = study.sampler
+    seed = None if cfg.seed is None else cfg.seed + n_existing
     if cfg.name == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)
-    kwargs = {"seed": cfg.seed}
+        return optuna.samplers.RandomSampler(seed=seed)
+    kwargs = {"seed": seed}
     if cfg.n_startup_trials is not None:
         kwargs["n_startup_trials"] = cfg.n_startup_trials
     return optuna.samplers.TPESampler(**kwargs)
@@ -124,23 +127,42 @@ def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def storage_url(study: StudyConfig, override: str | None = None) -> str:
+def make_storage(study: StudyConfig, override: str | None = None) -> str | optuna.storages.BaseStorage:
+    """The study's storage: an SQLAlchemy URL (sqlite, postgresql, mysql) or
+    ``journal:///PATH`` for Optuna's journal file (relative to the study file)."""
     url = override or study.storage_url
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = study.resolve_path(url.removeprefix("journal:").removeprefix("//"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif "://" not in url:
+        raise ConfigError("study file", [
+            f"storage: {url!r} is not a storage URL; use sqlite:///PATH, postgresql://USER@HOST/DB or journal:///PATH"
+        ])
     return url
 
 
 def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
     """Create the study in its storage, or load it to resume."""
-    url = storage_url(study, storage)
+    url = storage or study.storage_url
+    backend = make_storage(study, storage)
     try:
         opened = optuna.create_study(
-            study_name=study.name, storage=url, sampler=make_sampler(study), pruner=make_pruner(study),
+            study_name=study.name, storage=backend, sampler=make_sampler(study), pruner=make_pruner(study),
             direction=study.direction, load_if_exists=True,
         )
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:
         raise ConfigError("study file", [f"storage {url!r}: {exc}"]) from None
+    except Exception as exc:  # sqlalchemy's OperationalError and friends
+        raise ConfigError("study file", [
+            f"storage {url!r}: cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+            "check the URL, that the server is running, and that the path is writable"
+        ]) from None
+    opened.sampler = make_sampler(study, len(opened.get_trials(deepcopy=False)))
     if opened.direction.name.lower() != study.direction:
         raise ConfigError(
             "study file",

@@ -60,7 +60,7 @@ def make_tiny_model(path: str | Path, texts: list[str] | None = None, *, layers:
     return path
 
 
-def write_study(directory: str | Path, *, name: str = "tiny", n_train: int = 240, n_validation: int = 80, **overrides: Any) -> Path:
+def write_study(directory: str | Path, *, name: str = "tiny", n_train: int = 400, n_validation: int = 80, **overrides: Any) -> Path:
     """Write a synthetic task, a tiny model and a study file over them; return the study path.
 
     Keyword arguments override top-level study keys, e.g.
@@ -86,7 +86,7 @@ def write_study(directory: str | Path, *, name: str = "tiny", n_train: int = 240
         "max_length": 32,
         "budget": {"trials": 2},
         "pruner": {"name": "none"},
-        "techniques": {"finetune": {"learning_rate": {"low": 1e-3, "high": 5e-3, "log": True}, "epochs": 1,
+        "techniques": {"finetune": {"learning_rate": {"low": 1e-4, "high": 5e-3, "log": True}, "epochs": 3,
                                     "batch_size": 16, "warmup_ratio": 0.0}},
     }
     study.update(overrides)

@@ -1,0 +1,25 @@
+import pytest
+
+from autobert.testing import write_study
+
+
+@pytest.fixture
+def tiny_study(tmp_path):
+    """Write a tiny synthetic study under ``tmp_path`` and return a function giving its path.
+
+    The study is pinned whatever ``write_study``'s defaults become: 96 training
+    and 32 validation rows, and finetune fixed to 1 epoch at batch size 16
+    (6 steps, under a second). Keyword arguments override study keys:
+    ``tiny_study(metric="macro_f1")``.
+    """
+
+    def write(**overrides):
+        overrides.setdefault("n_train", 96)
+        overrides.setdefault("n_validation", 32)
+        overrides.setdefault("techniques", {"finetune": {
+            "learning_rate": {"low": 1e-3, "high": 5e-3, "log": True}, "epochs": 1, "batch_size": 16,
+            "warmup_ratio": 0.0,
+        }})
+        return write_study(tmp_path, **overrides)
+
+    return write

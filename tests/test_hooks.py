@@ -1,0 +1,580 @@
+"""Each hook in `autobert/hookspecs.py`, shown doing its job in a real trial.
+
+Every test registers a small technique (a class whose methods are hook
+implementations) next to the built-in ones, runs a real search on a tiny BERT
+with an SQLite storage, and checks what the hook changed. Test names start with
+the hook's name; `tests/test_docs.py` checks that every hook has one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from autobert import hookimpl
+from autobert.config import load_study
+from autobert.errors import ConfigError, PluginError
+from autobert.plugin_manager import Technique, get_plugin_manager
+from autobert.search import run_search, validate_study
+
+# The `tiny_study` fixture's task (tests/conftest.py): the built-in finetune
+# technique is fixed to 1 epoch at batch size 16, so a trial takes 6 steps.
+TRAIN_ROWS = 96
+VALIDATION_ROWS = 32
+STEPS = 6
+
+
+def plugin_manager(*plugins):
+    """The built-in finetune technique plus ``(name, plugin)`` pairs registered like it.
+
+    Other installed techniques are left out, so that they cannot change what a
+    test observes.
+    """
+    pm = get_plugin_manager(only=["finetune"])
+    for name, plugin in plugins:
+        pm.register_technique(plugin, Technique(name, f"{__name__}:{type(plugin).__name__}", "autobert-tests", "0"))
+    return pm
+
+
+def search(study_path, *plugins, n_trials=1) -> optuna.Study:
+    """Validate the study and run ``n_trials`` trials with ``plugins`` registered."""
+    study = load_study(study_path)
+    pm = plugin_manager(*plugins)
+    return run_search(study, pm, validate_study(study, pm), n_trials=n_trials)
+
+
+def completed(opened: optuna.Study) -> optuna.trial.FrozenTrial:
+    trial = opened.trials[-1]
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    return trial
+
+
+# --------------------------------------------------------------------------
+# Search space
+# --------------------------------------------------------------------------
+
+
+def test_autobert_search_space_parameters_are_recorded_and_reach_run_params(tiny_study):
+    seen = []
+
+    class Probe:
+        @hookimpl
+        def autobert_search_space(self, space):
+            space.suggest_categorical("probe.colour", ["red", "blue"])
+            space.suggest_int("probe.width", 3, 7)
+
+        @hookimpl
+        def autobert_modify_datasets(self, run):
+            seen.append(dict(run.params))
+
+    trial = completed(search(tiny_study(), ("probe", Probe())))
+
+    assert trial.params["probe.colour"] in {"red", "blue"}
+    assert 3 <= trial.params["probe.width"] <= 7
+    assert "finetune.learning_rate" in trial.params
+    assert seen == [{name: value for name, value in trial.params.items()}]
+
+
+def test_autobert_search_space_rejects_a_parameter_outside_the_technique_namespace(tiny_study):
+    class Probe:
+        @hookimpl
+        def autobert_search_space(self, space):
+            space.suggest_float("dropout", 0.0, 0.5)
+
+    study = load_study(tiny_study())
+    with pytest.raises(PluginError, match=r"parameter 'dropout' is not namespaced.*probe"):
+        validate_study(study, plugin_manager(("probe", Probe())))
+
+
+# --------------------------------------------------------------------------
+# Study validation
+# --------------------------------------------------------------------------
+
+
+def test_autobert_validate_study_problems_are_reported_with_the_others(tiny_study):
+    class Probe:
+        @hookimpl
+        def autobert_validate_study(self, study):
+            if study.max_length < 64:
+                return [f"max_length: probe needs at least 64 tokens, got {study.max_length}; raise it"]
+
+    study = load_study(tiny_study(metric="acuracy"))
+    with pytest.raises(ConfigError) as excinfo:
+        validate_study(study, plugin_manager(("probe", Probe())))
+
+    assert excinfo.value.problems[-1] == "max_length: probe needs at least 64 tokens, got 32; raise it"
+    assert any(p.startswith("metric: unknown metric 'acuracy'") for p in excinfo.value.problems)
+    assert "probe needs at least 64 tokens" in str(excinfo.value)
+
+
+def test_autobert_validate_study_returning_nothing_passes(tiny_study):
+    class Probe:
+        @hookimpl
+        def autobert_validate_study(self, study):
+            return []
+
+    data = validate_study(load_study(tiny_study()), plugin_manager(("probe", Probe())))
+    assert len(data.splits["train"]) == TRAIN_ROWS
+
+
+# --------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------
+
+
+def test_autobert_modify_datasets_replaces_train_split(tiny_study):
+    sizes_seen = []
+
+    class Probe:
+        @hookimpl
+        def autobert_modify_datasets(self, datasets):
+            sizes_seen.append(len(datasets["train"]))
+            datasets["train"] = datasets["train"].select(range(32))
+
+    opened = search(tiny_study(), ("probe", Probe()), n_trials=2)
+
+    assert [t.user_attrs["steps"] for t in opened.trials] == [2, 2]  # 32 rows / batch 16
+    # Each trial starts from the task's own data, not the previous trial's.
+    assert sizes_seen == [TRAIN_ROWS, TRAIN_ROWS]
+
+
+def test_autobert_modify_datasets_extra_columns_reach_compute_loss_as_extras(tiny_study):
+    extras_seen = []
+
+    class Probe:
+        @hookimpl
+        def autobert_modify_datasets(self, datasets):
+            datasets["train"] = datasets["train"].map(lambda row: {"weight": float(len(row["text"]))})
+
+        @hookimpl(wrapper=True)
+        def autobert_compute_loss(self, inputs, extras):
+            assert "weight" not in inputs
+            extras_seen.append(extras["weight"].clone())
+            return (yield)
+
+    completed(search(tiny_study(), ("probe", Probe())))
+
+    assert len(extras_seen) == STEPS
+    for weights in extras_seen:
+        assert weights.shape == (16,) and weights.dtype.is_floating_point
+        assert (weights > 0).all()
+
+
+def test_autobert_tokenize_output_is_what_the_model_sees(tiny_study):
+    batches = []
+    constant = []
+
+    class Probe:
+        @hookimpl
+        def autobert_tokenize(self, texts, tokenizer):
+            constant[:] = [tokenizer.cls_token_id, 7, 8, tokenizer.sep_token_id]
+            return {"input_ids": [constant] * len(texts), "attention_mask": [[1] * 4] * len(texts)}
+
+        @hookimpl(wrapper=True)
+        def autobert_compute_loss(self, inputs):
+            batches.append(inputs["input_ids"].clone())
+            return (yield)
+
+    completed(search(tiny_study(), ("probe", Probe())))
+
+    assert len(batches) == STEPS
+    for ids in batches:
+        assert ids.tolist() == [constant] * len(ids)
+
+
+def test_autobert_tokenize_returning_none_falls_back_to_the_default(tiny_study):
+    calls = []
+    lengths = set()
+
+    class Probe:
+        @hookimpl
+        def autobert_tokenize(self, texts, max_length):
+            calls.append((len(texts), max_length))
+            return None
+
+        @hookimpl(wrapper=True)
+        def autobert_compute_loss(self, inputs):
+            lengths.add(inputs["input_ids"].shape[1])
+            return (yield)
+
+    completed(search(tiny_study(max_length=8), ("probe", Probe())))
+
+    assert calls and all(max_length == 8 for _, max_length in calls)
+    # The default tokenizer truncated at the study's max_length.
+    assert lengths == {8}
+
+
+# --------------------------------------------------------------------------
+# Further pretraining
+# --------------------------------------------------------------------------
+
+
+def test_autobert_further_pretrain_checkpoint_is_the_one_trained(tiny_study):
+    from transformers import BertModel
+
+    built_from = []
+    embeddings = {}
+
+    class Probe:
+        @hookimpl
+        def autobert_further_pretrain(self, checkpoint, datasets, run):
+            assert len(datasets["train"]) == TRAIN_ROWS
+            encoder = BertModel.from_pretrained(checkpoint)
+            embeddings["original"] = encoder.embeddings.word_embeddings.weight.detach().clone()
+            with torch.no_grad():
+                encoder.embeddings.word_embeddings.weight.neg_()
+            out = run.workdir / "further-pretrained"
+            encoder.save_pretrained(out)
+            run.tokenizer.save_pretrained(out)
+            return str(out)
+
+        @hookimpl
+        def autobert_build_model(self, checkpoint):
+            built_from.append(checkpoint)
+
+        @hookimpl
+        def autobert_modify_model(self, model):
+            embeddings["trained"] = model.bert.embeddings.word_embeddings.weight.detach().clone()
+
+    completed(search(tiny_study(), ("probe", Probe())))
+
+    assert built_from[0].endswith("further-pretrained")
+    assert torch.equal(embeddings["trained"], -embeddings["original"])
+
+
+# --------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------
+
+
+def test_autobert_build_model_returned_model_is_trained(tiny_study):
+    from transformers import BertForSequenceClassification
+
+    built = []
+    forward_calls = []
+
+    class Probe:
+        @hookimpl
+        def autobert_build_model(self, checkpoint, run):
+            model = BertForSequenceClassification.from_pretrained(
+                checkpoint, num_labels=run.num_labels, id2label=run.id2label, label2id=run.label2id,
+                classifier_dropout=0.0,
+            )
+            model.register_forward_pre_hook(lambda module, args: forward_calls.append(module.training))
+            built.append(model)
+            return model
+
+        @hookimpl
+        def autobert_modify_model(self, model):
+            assert model is built[0]
+
+    completed(search(tiny_study(), ("probe", Probe())))
+
+    assert len(built) == 1
+    assert built[0].config.classifier_dropout == 0.0
+    assert forward_calls.count(True) == STEPS  # every training step ran on it
+    assert False in forward_calls  # and so did the evaluation
+
+
+def test_autobert_build_model_is_seeded_with_the_trial_seed(tiny_study):
+    heads = []
+
+    class Probe:
+        @hookimpl
+        def autobert_modify_model(self, model):
+            heads.append(model.classifier.weight.detach().clone())
+
+    search(tiny_study(), ("probe", Probe()), n_trials=2)
+
+    # The classification head is initialised randomly, identically in every trial.
+    assert len(heads) == 2 and torch.equal(heads[0], heads[1])
+
+
+def test_autobert_modify_model_runs_before_training(tiny_study):
+    state = {}
+
+    class Probe:
+        @hookimpl
+        def autobert_modify_model(self, model):
+            model.bert.embeddings.requires_grad_(False)
+            state["model"] = model
+            state["frozen"] = model.bert.embeddings.word_embeddings.weight.detach().clone()
+            state["trained"] = model.classifier.weight.detach().clone()
+
+    completed(search(tiny_study(), ("probe", Probe())))
+
+    model = state["model"]
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, state["frozen"])
+    assert not torch.equal(model.classifier.weight, state["trained"])
+
+
+# --------------------------------------------------------------------------
+# Optimisation
+# --------------------------------------------------------------------------
+
+
+def test_autobert_training_arguments_changes_reach_the_trainer(tiny_study):
+    prefilled = {}
+
+    class Probe:
+        # trylast: called after the built-in finetune technique, so this value wins.
+        @hookimpl(trylast=True)
+        def autobert_training_arguments(self, args):
+            prefilled.update(args)
+            args["num_train_epochs"] = 2
+
+    trial = completed(search(tiny_study(), ("probe", Probe())))
+
+    assert trial.user_attrs["steps"] == 2 * STEPS
+    assert prefilled["num_train_epochs"] == 1  # what finetune had set
+    assert prefilled["seed"] == 0 and prefilled["save_strategy"] == "no"
+
+
+def test_autobert_training_arguments_eval_steps_set_by_a_plugin_is_kept(tiny_study):
+    evaluations = []
+
+    class Probe:
+        @hookimpl
+        def autobert_training_arguments(self, args):
+            args["eval_steps"] = 2
+
+        @hookimpl
+        def autobert_trainer_callbacks(self):
+            from transformers import TrainerCallback
+
+            class Record(TrainerCallback):
+                def on_evaluate(self, args, state, control, **kwargs):
+                    evaluations.append(state.global_step)
+
+            return [Record()]
+
+    completed(search(tiny_study(), ("probe", Probe())))
+
+    assert evaluations == [2, 4, 6]
+
+
+def test_autobert_optimizer_param_groups_lr_appears_in_the_optimizer(tiny_study):
+    groups_seen = []
+    state = {}
+
+    class Probe:
+        @hookimpl
+        def autobert_optimizer_param_groups(self, model, args):
+            assert args.learning_rate > 0
+            state["model"] = model
+            state["encoder"] = model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+            head = [p for n, p in model.named_parameters() if n.startswith("classifier.")]
+            encoder = [p for n, p in model.named_parameters() if not n.startswith("classifier.")]
+            return [
+                {"params": head, "lr": 0.01, "weight_decay": 0.0},
+                {"params": encoder, "lr": 0.0, "weight_decay": 0.0},
+            ]
+
+        @hookimpl
+        def autobert_trainer_callbacks(self):
+            from transformers import TrainerCallback
+
+            class Record(TrainerCallback):
+                def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+                    groups_seen.extend(
+                        (g.get("initial_lr", g["lr"]), len(g["params"])) for g in optimizer.param_groups
+                    )
+
+            return [Record()]
+
+    completed(search(tiny_study(), ("probe", Probe())))
+
+    model = state["model"]
+    assert groups_seen == [(0.01, 2), (0.0, len(list(model.parameters())) - 2)]
+    # An encoder with learning rate 0 does not move.
+    assert torch.equal(model.bert.encoder.layer[0].attention.self.query.weight, state["encoder"])
+
+
+# --------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------
+
+
+def test_autobert_compute_loss_nan_fails_the_trial_and_the_study_goes_on(tiny_study):
+    class Probe:
+        @hookimpl(wrapper=True)
+        def autobert_compute_loss(self, run):
+            loss = yield
+            return loss * math.nan if run.trial.number == 0 else loss
+
+    opened = search(tiny_study(), ("probe", Probe()), n_trials=2)
+
+    failed, ok = opened.trials
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["fail_reason"].startswith("the training loss became nan at step 1;")
+    assert ok.state == TrialState.COMPLETE
+
+
+def test_autobert_compute_loss_wrapper_changes_the_loss_that_is_optimised(tiny_study):
+    state = {}
+    losses = []
+
+    class Probe:
+        @hookimpl(wrapper=True)
+        def autobert_compute_loss(self, model, outputs):
+            if "before" not in state:
+                state["model"] = model
+                state["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
+            loss = yield
+            assert loss is outputs.loss  # the default's cross-entropy
+            losses.append(loss.item())
+            return loss * 0.0
+
+    # Without weight decay, a zero loss gives zero AdamW updates.
+    study = tiny_study(techniques={"finetune": {"epochs": 1, "batch_size": 16, "warmup_ratio": 0.0,
+                                                "weight_decay": 0.0}})
+    completed(search(study, ("probe", Probe())))
+
+    assert len(losses) == STEPS and all(loss > 0 for loss in losses)
+    after = dict(state["model"].named_parameters())
+    assert all(torch.equal(after[n], before) for n, before in state["before"].items())
+
+
+def test_autobert_compute_loss_first_non_none_result_wins(tiny_study):
+    class Probe:
+        @hookimpl
+        def autobert_compute_loss(self, outputs):
+            # Whatever the labels say, train towards label 0.
+            return torch.nn.functional.cross_entropy(
+                outputs.logits, torch.zeros(len(outputs.logits), dtype=torch.long)
+            )
+
+        @hookimpl
+        def autobert_metrics(self):
+            return {"share_of_zeros": lambda logits, labels: float((logits.argmax(axis=-1) == 0).mean())}
+
+    trial = completed(search(tiny_study(), ("probe", Probe())))
+
+    assert trial.user_attrs["metrics"]["share_of_zeros"] == 1.0
+
+
+# --------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------
+
+
+def test_autobert_metrics_registers_a_metric_the_study_can_optimise(tiny_study):
+    shapes = []
+
+    def share_positive(logits, labels):
+        shapes.append((logits.shape, labels.shape))
+        return float((logits.argmax(axis=-1) == 1).mean())
+
+    class Probe:
+        @hookimpl
+        def autobert_metrics(self):
+            return {"share_positive": share_positive}
+
+    path = tiny_study(metric="share_positive")
+    with pytest.raises(ConfigError, match="unknown metric 'share_positive'"):
+        validate_study(load_study(path), plugin_manager())
+
+    opened = search(path, ("probe", Probe()))
+
+    trial = completed(opened)
+    assert opened.user_attrs["metric"] == "share_positive"
+    assert trial.value == trial.user_attrs["metrics"]["share_positive"]
+    assert 0.0 <= trial.value <= 1.0
+    assert "accuracy" in trial.user_attrs["metrics"]  # the defaults are still computed
+    assert shapes and all(s == ((VALIDATION_ROWS, 2), (VALIDATION_ROWS,)) for s in shapes)
+
+
+def test_autobert_trainer_callbacks_callback_sees_training_steps(tiny_study):
+    steps = []
+    max_steps = []
+
+    class Probe:
+        @hookimpl
+        def autobert_trainer_callbacks(self, run):
+            from transformers import TrainerCallback
+
+            class Record(TrainerCallback):
+                def on_train_begin(self, args, state, control, **kwargs):
+                    max_steps.append(state.max_steps)
+
+                def on_step_end(self, args, state, control, **kwargs):
+                    steps.append(state.global_step)
+
+            return [Record()]
+
+    completed(search(tiny_study(), ("probe", Probe())))
+
+    assert max_steps == [STEPS]
+    assert steps == list(range(1, STEPS + 1))
+
+
+def test_autobert_trainer_callbacks_raising_trial_pruned_prunes_the_trial(tiny_study):
+    class Probe:
+        @hookimpl
+        def autobert_trainer_callbacks(self):
+            from transformers import TrainerCallback
+
+            class StopEarly(TrainerCallback):
+                def on_step_end(self, args, state, control, **kwargs):
+                    if state.global_step == 3:
+                        raise optuna.TrialPruned("probe stopped at step 3")
+
+            return [StopEarly()]
+
+    trial = search(tiny_study(), ("probe", Probe())).trials[0]
+
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["pruned_reason"] == "probe stopped at step 3"
+
+
+# --------------------------------------------------------------------------
+# Plugins that break the contract
+# --------------------------------------------------------------------------
+
+
+def test_plugin_with_unknown_hook_name_raises_plugin_error_naming_it():
+    class Misspelt:
+        @hookimpl
+        def autobert_modify_dataset(self, datasets):
+            pass
+
+    pm = plugin_manager()
+    with pytest.raises(PluginError) as excinfo:
+        pm.register_technique(Misspelt(), Technique("misspelt", "misspelt_pkg", "misspelt-dist", "1.2"))
+
+    message = str(excinfo.value)
+    assert "technique 'misspelt' (misspelt_pkg, from misspelt-dist 1.2)" in message
+    assert "unknown hook(s) autobert_modify_dataset" in message
+    assert "misspelt" not in pm.techniques and pm.get_plugin("misspelt") is None
+
+
+def test_plugin_hook_with_unknown_argument_raises_plugin_error_naming_it():
+    class WrongArgs:
+        @hookimpl
+        def autobert_metrics(self, run):
+            return {}
+
+    pm = plugin_manager()
+    with pytest.raises(PluginError) as excinfo:
+        pm.register_technique(WrongArgs(), Technique("wrongargs", "wrongargs_pkg", "wrongargs-dist", "0.1"))
+
+    message = str(excinfo.value)
+    assert "technique 'wrongargs' (wrongargs_pkg, from wrongargs-dist 0.1)" in message
+    assert "does not match the autobert hook contract" in message
+    assert "run" in message
+    assert "wrongargs" not in pm.techniques
+
+
+def test_plugin_with_a_taken_name_raises_plugin_error_naming_both():
+    class Impostor:
+        @hookimpl
+        def autobert_metrics(self):
+            return {}
+
+    pm = plugin_manager()
+    with pytest.raises(PluginError, match=r"'finetune' \(impostor_pkg, from impostor-dist 9\) has the same name as autobert.plugins.finetune"):
+        pm.register_technique(Impostor(), Technique("finetune", "impostor_pkg", "impostor-dist", "9"))
