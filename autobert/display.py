@@ -87,11 +87,17 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
         f"{counts.get('fail', 0)} failed, {counts.get('running', 0)} running; "
         f"{total_seconds / 60:.1f} min of trials"
     )
+    names = sorted({n for t in complete[:top] for n in t.params})
+    # Parameters with one value across the board go in the caption, to keep the table narrow.
+    fixed = {n: complete[0].params.get(n) for n in names
+             if len({repr(t.params.get(n)) for t in complete}) == 1 and len(complete) > 1}
+    names = [n for n in names if n not in fixed]
+    if fixed:
+        caption += "\nsame in every trial: " + ", ".join(f"{n}={_fmt(v)}" for n, v in fixed.items())
     table = Table(title=f"{study.study_name}: top {min(top, len(complete))} by {metric}", caption=caption)
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
     table.add_column(metric, justify="right", style="bold green")
-    names = sorted({n for t in complete[:top] for n in t.params})
     for name in names:
         table.add_column(name.replace(".", ".\n", 1), justify="right")
     table.add_column("time", justify="right")

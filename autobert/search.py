@@ -32,7 +32,11 @@ def _did_you_mean(name: str, options: list[str]) -> str:
 def plugin_manager_for(study: StudyConfig, disable: list[str] = ()) -> PluginManager:
     """The plugin manager a study runs with: a frozen config gets exactly its own techniques."""
     if isinstance(study, FrozenConfig):
-        return get_plugin_manager(only=study.provenance.plugins)
+        try:
+            return get_plugin_manager(only=study.provenance.plugins)
+        except PluginError as exc:
+            recorded = ", ".join(f"{name} from {source}" for name, source in study.provenance.plugins.items())
+            raise PluginError(f"{exc}. This recipe was found with: {recorded}") from None
     return get_plugin_manager(disable=[*study.disable, *disable])
 
 
