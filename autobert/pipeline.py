@@ -90,6 +90,7 @@ class TrialRun:
         workdir: A private folder, removed when the trial ends.
         cache_dir: A folder shared by all trials of the study.
         trial: The Optuna trial (``FixedTrial`` when replaying).
+        metadata: Free-form notes techniques pass to each other within the trial.
     """
 
     study: StudyConfig
@@ -157,6 +158,7 @@ class _AutobertTrainer(Trainer):
             self.optimizer = torch.optim.AdamW(
                 groups, lr=self.args.learning_rate,
                 betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon,
+                weight_decay=self.args.weight_decay,
             )
         return self.optimizer
 
@@ -271,7 +273,7 @@ def run_pipeline(
 
     checkpoint = resolve_model(study)
     study_dir = study.study_dir
-    study_dir.mkdir(parents=True, exist_ok=True)
+    (study_dir / "cache").mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"trial-{getattr(trial, 'number', 'fixed')}-", dir=study_dir))
     run = TrialRun(
         study=study, params=dict(space.params), seed=study.seed, tokenizer=load_tokenizer(checkpoint),

@@ -50,7 +50,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
         ConfigError: listing every problem found.
     """
     problems: list[str] = []
-    installed = available_technique_names()
+    installed = sorted(set(available_technique_names()) | set(pm.techniques))
     for name in study.disable:
         if name not in installed:
             problems.append(f"disable: no technique named {name!r}{_did_you_mean(name, installed)}; installed: {', '.join(installed)}")
@@ -76,6 +76,14 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
             )
 
     metrics = metric_names(pm)
+    owners: dict[str, list[str]] = {}
+    for impl in pm.hook.autobert_metrics.get_hookimpls():
+        for name in impl.function() or {}:
+            owners.setdefault(name, []).append(impl.plugin_name)
+    problems.extend(
+        f"metric {name!r} is registered by {', '.join(who)}; metric names must be unique, disable one of them"
+        for name, who in owners.items() if len(who) > 1
+    )
     if study.metric not in metrics:
         problems.append(f"metric: unknown metric {study.metric!r}{_did_you_mean(study.metric, metrics)}; choose one of {', '.join(metrics)}")
 

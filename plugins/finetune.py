@@ -16,7 +16,8 @@ def autobert_search_space(space):
     space.suggest_float("finetune.weight_decay", 0.0, 0.1)
 
 
-@hookimpl
+# First, so that other techniques see (and may change) the base recipe.
+@hookimpl(tryfirst=True)
 def autobert_training_arguments(args, run):
     p = run.params
     args["learning_rate"] = p["finetune.learning_rate"]
@@ -26,4 +27,3 @@ def autobert_training_arguments(args, run):
     args["warmup_steps"] = float(p["finetune.warmup_ratio"])
     args["weight_decay"] = p["finetune.weight_decay"]
     args["lr_scheduler_type"] = "linear"
-    args["optim"] = "adamw_torch"

@@ -34,7 +34,7 @@ TASK_SIZE = {"n_train": 400, "n_validation": 80}
 
 
 def _env() -> dict[str, str]:
-    # One thread: the tiny model gains nothing from more, and runs stay comparable.
+    # One thread each: the searches run side by side and the tiny model gains nothing from more.
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
