@@ -25,7 +25,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from autobert.config import StudyConfig
 from autobert.data import TaskData
-from autobert.errors import ConfigError, TrialFailed
+from autobert.errors import ConfigError, PluginError, TrialFailed
 from autobert.plugin_manager import PluginManager
 from autobert.space import SearchSpace
 
@@ -146,6 +146,12 @@ class _AutobertTrainer(Trainer):
 
     def __init__(self, *a, pm: PluginManager, run: TrialRun, **kw):
         super().__init__(*a, **kw)
+        if self.label_smoother is not None:
+            raise PluginError(
+                "TrainingArguments.label_smoothing_factor has no effect here: autobert computes the loss "
+                "through the autobert_compute_loss hook; smooth it in a loss wrapper instead "
+                "(see examples/autobert-label-smoothing)"
+            )
         self.pm = pm
         self.run = run
         self._model_keys = set(inspect.signature(self.model.forward).parameters) | {"labels"}
