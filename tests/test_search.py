@@ -30,7 +30,7 @@ def _create(tmp_path: Path, name: str) -> optuna.Study:
 
 
 def test_search_resumes_and_continues_numbering(tmp_path):
-    path = write_study(tmp_path, name="resume")
+    path = write_study(tmp_path, name="resume", only=["finetune"])
     assert main(["search", str(path), "--n-trials", "3"]) == 0
     assert [t.number for t in _trials(path, "resume")] == [0, 1, 2]
     assert main(["search", str(path), "--n-trials", "2"]) == 0
@@ -78,7 +78,7 @@ def test_frozen_config_round_trips_byte_for_byte(tmp_path):
 
 def test_bad_learning_rate_range_is_pruned_before_its_last_evaluation(tmp_path):
     path = write_study(
-        tmp_path, name="prune", evaluations_per_epoch=2,
+        tmp_path, name="prune", evaluations_per_epoch=2, only=["finetune"],
         budget={"trials": 6}, sampler={"name": "random", "seed": 3},
         pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
         # Half of this log range cannot learn anything in two epochs.
@@ -102,7 +102,7 @@ def test_bad_learning_rate_range_is_pruned_before_its_last_evaluation(tmp_path):
 
 def test_diverging_loss_fails_the_trial_and_the_study_continues(tmp_path):
     path = write_study(
-        tmp_path, name="diverge",
+        tmp_path, name="diverge", only=["finetune"],
         techniques={"finetune": {"learning_rate": [1e30, 1e-3], "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0}},
     )
     study = _create(tmp_path, "diverge")
@@ -117,7 +117,7 @@ def test_diverging_loss_fails_the_trial_and_the_study_continues(tmp_path):
 
 def test_ctrl_c_marks_the_running_trial_failed_and_the_next_search_resumes(tmp_path):
     path = write_study(
-        tmp_path, name="interrupt",
+        tmp_path, name="interrupt", only=["finetune"],
         techniques={"finetune": {"learning_rate": 1e-3, "epochs": 400, "batch_size": 16, "warmup_ratio": 0.0}},
     )
     script = Path(sys.executable).parent / "autobert"
@@ -138,7 +138,7 @@ def test_ctrl_c_marks_the_running_trial_failed_and_the_next_search_resumes(tmp_p
     assert "interrupted" in trial.user_attrs["fail_reason"]
     assert not list((tmp_path / "interrupt").glob("trial-*")), "the trial's working folder was left behind"
     # Same study, now with a short recipe: numbering resumes after the failed trial.
-    write_study(tmp_path, name="interrupt",
+    write_study(tmp_path, name="interrupt", only=["finetune"],
                 techniques={"finetune": {"learning_rate": 1e-3, "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0}})
     assert main(["search", str(path), "--n-trials", "1"]) == 0
     assert [(t.number, t.state) for t in _trials(path, "interrupt")] == [(0, TrialState.FAIL), (1, TrialState.COMPLETE)]

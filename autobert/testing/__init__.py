@@ -60,11 +60,16 @@ def make_tiny_model(path: str | Path, texts: list[str] | None = None, *, layers:
     return path
 
 
-def write_study(directory: str | Path, *, name: str = "tiny", n_train: int = 400, n_validation: int = 80, **overrides: Any) -> Path:
+def write_study(
+    directory: str | Path, *, name: str = "tiny", n_train: int = 400, n_validation: int = 80,
+    only: list[str] | None = None, **overrides: Any,
+) -> Path:
     """Write a synthetic task, a tiny model and a study file over them; return the study path.
 
     Keyword arguments override top-level study keys, e.g.
-    ``write_study(tmp, techniques={"finetune": {"epochs": 1}})``.
+    ``write_study(tmp, techniques={"finetune": {"epochs": 1}})``. ``only`` disables
+    every installed technique but these, so a test does not depend on what else
+    is installed.
     """
     directory = Path(directory)
     data = directory / "data"
@@ -89,6 +94,10 @@ def write_study(directory: str | Path, *, name: str = "tiny", n_train: int = 400
         "techniques": {"finetune": {"learning_rate": {"low": 1e-4, "high": 5e-3, "log": True}, "epochs": 3,
                                     "batch_size": 16, "warmup_ratio": 0.0}},
     }
+    if only is not None:
+        from autobert.plugin_manager import available_technique_names
+
+        study["disable"] = [t for t in available_technique_names() if t not in only]
     study.update(overrides)
     path = directory / f"{name}.yaml"
     path.write_text(dump_yaml(study), encoding="utf-8")

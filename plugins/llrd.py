@@ -1,0 +1,1 @@
+"""llrd technique (in progress)."""

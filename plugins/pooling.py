@@ -1,0 +1,1 @@
+"""pooling technique (in progress)."""

@@ -1,0 +1,1 @@
+"""reinit technique (in progress)."""

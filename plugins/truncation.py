@@ -1,0 +1,1 @@
+"""truncation technique (in progress)."""
