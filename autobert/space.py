@@ -42,12 +42,14 @@ class ParamSpec:
 
     @property
     def is_fixed(self) -> bool:
-        return self.kind == "categorical" and len(self.choices or ()) == 1
+        if self.kind == "categorical":
+            return len(self.choices or ()) == 1
+        return self.low == self.high
 
     def describe(self) -> str:
+        if self.is_fixed:
+            return f"= {self.choices[0]!r}" if self.kind == "categorical" else f"= {self.low!r}"
         if self.kind == "categorical":
-            if self.is_fixed:
-                return f"= {self.choices[0]!r}"
             return "{" + ", ".join(repr(c) for c in self.choices) + "}"
         text = f"{self.kind} [{self.low:g}, {self.high:g}]"
         if self.log:
@@ -123,6 +125,11 @@ def apply_override(spec: ParamSpec, override: Any) -> ParamSpec:
             raise ValueError(f"{where}: {value!r} is not an integer; this parameter is {spec.describe()}")
     if spec.kind == "int":
         values = [int(v) for v in values]
+    if len(values) == 1 and spec.kind != "categorical" and not isinstance(override, (list, tuple)):
+        # A fixed number stays a (degenerate) range, so a later run of the same
+        # study may fix another value without Optuna refusing the change.
+        value = values[0] if spec.kind == "int" else float(values[0])
+        return dataclasses.replace(spec, low=value, high=value, log=False, step=None)
     return ParamSpec(spec.name, "categorical", choices=tuple(values))
 
 
@@ -183,6 +190,20 @@ class SearchSpace:
             raise ConfigError("study file", [str(exc)]) from exc
 
     def _draw(self, spec: ParamSpec) -> Any:
+        try:
+            return self._draw_from_trial(spec)
+        except ValueError as exc:
+            if "dynamic value space" not in str(exc):
+                raise
+            from autobert.errors import ConfigError
+
+            raise ConfigError("study file", [
+                f"techniques.{spec.technique}.{spec.short_name}: the stored study searched other choices "
+                f"for this parameter, and Optuna cannot change a categorical parameter's choices within "
+                f"one study; keep the stored choices or start a new study (change `name`)"
+            ]) from None
+
+    def _draw_from_trial(self, spec: ParamSpec) -> Any:
         if spec.kind == "float":
             return self.trial.suggest_float(spec.name, spec.low, spec.high, log=spec.log, step=spec.step)
         if spec.kind == "int":

@@ -155,3 +155,20 @@ def _has_running_trial(db: Path) -> bool:
             return bool(conn.execute("SELECT 1 FROM trials WHERE state = 'RUNNING'").fetchall())
     except sqlite3.OperationalError:
         return False
+
+
+def test_changing_a_categorical_parameters_choices_ends_the_study_with_one_message(tmp_path, capsys):
+    fixed = {"learning_rate": 3e-3, "epochs": 1, "warmup_ratio": 0.0}
+    path = write_study(tmp_path, name="changed", only=["finetune"], techniques={"finetune": {**fixed, "batch_size": [16]}})
+    assert main(["search", str(path), "--n-trials", "1"]) == 0
+    # A fixed number may change between runs of one study ...
+    write_study(tmp_path, name="changed", only=["finetune"],
+                techniques={"finetune": {**fixed, "epochs": 2, "batch_size": [16]}})
+    assert main(["search", str(path), "--n-trials", "1"]) == 0
+    # ... but Optuna cannot change a categorical's choices: a clear error, no failed trials piling up.
+    write_study(tmp_path, name="changed", only=["finetune"], techniques={"finetune": {**fixed, "batch_size": [32]}})
+    capsys.readouterr()
+    assert main(["search", str(path), "--n-trials", "3"]) == 2
+    assert "techniques.finetune.batch_size: the stored study searched other choices" in capsys.readouterr().err
+    states = [t.state for t in _trials(path, "changed")]
+    assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE] and len(states) == 3
