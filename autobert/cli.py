@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from autobert.errors import AutobertError
+from autobert.errors import AutobertError, ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -54,14 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _prepare(args):
     """Load, check and return (study, plugin manager, data)."""
-    from autobert.config import load_study
+    from autobert.config import load_study, with_lines
     from autobert.pipeline import quiet_transformers
     from autobert.search import plugin_manager_for, validate_study
 
     quiet_transformers()
     study = load_study(args.study)
     pm = plugin_manager_for(study, args.disable)
-    data = validate_study(study, pm)
+    try:
+        data = validate_study(study, pm)
+    except ConfigError as exc:
+        raise ConfigError(args.study, with_lines(exc.problems, Path(args.study).read_text(encoding="utf-8"))) from None
     return study, pm, data
 
 

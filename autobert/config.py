@@ -247,6 +247,17 @@ def _format_pydantic(exc: ValidationError, lines: dict[tuple, int]) -> list[str]
     return list(dict.fromkeys(problems))
 
 
+def with_lines(problems: list[str], text: str) -> list[str]:
+    """Add the line of each problem's key (``data.train: ...`` -> ``data.train (line 4): ...``)."""
+    lines = _key_lines(text)
+    out = []
+    for problem in problems:
+        key, sep, rest = problem.partition(": ")
+        line = _line_of(lines, tuple(key.split("."))) if sep and " " not in key and "(line" not in problem else None
+        out.append(f"{key} (line {line}): {rest}" if line else problem)
+    return out
+
+
 def parse_config(text: str, source: str, base_dir: Path, cls: type[StudyConfig] = StudyConfig) -> StudyConfig:
     """Parse YAML ``text`` into ``cls``; every schema problem is reported at once.
 
