@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except AutobertError as exc:
         err_console.print("[bold red]error:[/] ", end="")
-        err_console.print(str(exc), markup=False, highlight=False)
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
