@@ -104,6 +104,7 @@ def autobert_tokenize(
     :param texts: The batch's texts.
     :param tokenizer: The study's tokenizer.
     :param max_length: The study's maximum sequence length.
+    :param run: The trial (``run.params`` holds the technique's choices).
     :return: A mapping like the tokenizer's output (``input_ids``,
         ``attention_mask``, ...) without padding, or ``None`` to leave it to the
         next implementation.

@@ -1,1 +1,76 @@
-"""llrd technique (in progress)."""
+"""Layer-wise learning-rate decay (Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?").
+
+Lower layers hold more general knowledge, so they should move less. With ``L``
+encoder layers numbered 1 (bottom) to ``L`` (top) and the base learning rate
+``lr``:
+
+- the head (everything that is neither embeddings nor a layer: pooler,
+  classifier, a custom pooling head) and the top layer get ``lr``;
+- layer ``i`` gets ``lr * decay ** (L - i)``;
+- the embeddings get the smallest, ``lr * decay ** L``.
+
+``llrd.decay`` is searched in [0.8, 1.0]; 1.0 is the neutral choice and leaves
+the optimiser to autobert's default groups. Sun et al. found 0.95 best at a
+learning rate of 2e-5. Weight decay stays off biases and LayerNorm weights.
+
+The encoder is found by module structure (see ``autobert.plugins._layers``);
+a study whose model has no layers to find is refused at validation.
+"""
+
+from __future__ import annotations
+
+from autobert import hookimpl
+from autobert.defaults import decays
+from autobert.errors import PluginError
+from autobert.plugins._layers import RULE, find_encoder, study_model_layers, unsupported
+
+
+@hookimpl
+def autobert_search_space(space):
+    space.suggest_float("llrd.decay", 0.8, 1.0)
+
+
+@hookimpl
+def autobert_validate_study(study):
+    if study.overrides.get("llrd.decay") in (1, 1.0, [1], [1.0]):
+        return None  # switched off: any model will do
+    found = study_model_layers(study)
+    if found is None or found[1] is not None:
+        return None
+    return [unsupported("llrd", study.model, found[0])]
+
+
+def layer_exponents(model) -> dict[int, int]:
+    """``{id(parameter): exponent}`` for the embeddings and layers; the head is absent (exponent 0)."""
+    parts = find_encoder(model)
+    if parts is None:
+        raise PluginError(
+            f"llrd cannot find the encoder layers of {type(model).__name__}; {RULE}. "
+            "Disable llrd (`disable: [llrd]`) or build the model so that its encoder is one of those"
+        )
+    n = len(parts.layers)
+    exponents = {id(p): n for module in parts.embeddings for p in module.parameters()}
+    for i, layer in enumerate(parts.layers, start=1):
+        exponents.update((id(p), n - i) for p in layer.parameters())
+    return exponents
+
+
+@hookimpl
+def autobert_optimizer_param_groups(model, args, run):
+    decay = run.params["llrd.decay"]
+    if decay == 1.0:
+        return None
+    exponents = layer_exponents(model)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exponent, decayed = exponents.get(id(param), 0), decays(name)
+        group = groups.setdefault((exponent, decayed), {
+            "params": [],
+            "lr": args.learning_rate * decay ** exponent,
+            "weight_decay": args.weight_decay if decayed else 0.0,
+        })
+        group["params"].append(param)
+    # Embeddings first, head last: the order people read a model in.
+    return [groups[key] for key in sorted(groups, key=lambda k: (-k[0], not k[1]))]
