@@ -56,7 +56,7 @@ def test_exported_recipe_replays_to_the_same_validation_metric(tmp_path):
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True)  # any pooling head
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert model.config.id2label == {0: "negative", 1: "positive"}
     assert model(**tokenizer(["a great film"], return_tensors="pt")).logits.shape == (1, 2)
