@@ -172,3 +172,23 @@ def test_changing_a_categorical_parameters_choices_ends_the_study_with_one_messa
     assert "techniques.finetune.batch_size: the stored study searched other choices" in capsys.readouterr().err
     states = [t.state for t in _trials(path, "changed")]
     assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE] and len(states) == 3
+
+
+def test_train_refuses_changed_data_or_a_missing_technique_with_the_fix(tmp_path, capsys):
+    path = write_study(tmp_path, name="guard", only=["finetune"])
+    assert main(["search", str(path), "--n-trials", "1"]) == 0
+    best = tmp_path / "guard" / "best.yaml"
+    train_csv = tmp_path / "data" / "train.csv"
+    train_csv.write_text(train_csv.read_text().replace(",1\n", ",0\n", 5))
+    capsys.readouterr()
+    assert main(["train", str(best), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "data.train: the data changed since the recipe was found" in err and "--allow-data-change" in err
+    assert main(["train", str(best), "--output", str(tmp_path / "out"), "--allow-data-change"]) == 0
+
+    ghost = tmp_path / "ghost.yaml"
+    ghost.write_text(best.read_text().replace("  plugins:\n", "  plugins:\n    ghost: ghost-technique 1.0\n"))
+    capsys.readouterr()
+    assert main(["train", str(ghost), "--output", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err
+    assert "ghost are not installed" in err and "ghost from ghost-technique 1.0" in err
