@@ -75,6 +75,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _recipe(params: dict[str, Any]) -> str:
+    """One line per technique: ``pooling: kind=mean, k=2``."""
+    by_technique: dict[str, list[str]] = {}
+    for name, value in params.items():
+        technique, short = name.split(".", 1)
+        by_technique.setdefault(technique, []).append(f"{short}={_fmt(value)}")
+    return "\n".join(f"[bold]{t}[/]: {', '.join(items)}" for t, items in sorted(by_technique.items()))
+
+
 def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
     """The top completed trials with their recipes, value and time, plus state counts."""
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -89,8 +98,9 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
     )
     names = sorted({n for t in complete[:top] for n in t.params})
     # Parameters with one value across the board go in the caption, to keep the table narrow.
+    sampled = [t for t in study.get_trials(deepcopy=False) if t.params]
     fixed = {n: complete[0].params.get(n) for n in names
-             if len({repr(t.params.get(n)) for t in complete}) == 1 and len(complete) > 1}
+             if len({repr(t.params.get(n)) for t in sampled}) == 1 and len(sampled) > 1}
     names = [n for n in names if n not in fixed]
     if fixed:
         caption += "\nsame in every trial: " + ", ".join(f"{n}={_fmt(v)}" for n, v in fixed.items())
@@ -98,13 +108,11 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
     table.add_column(metric, justify="right", style="bold green")
-    for name in names:
-        table.add_column(name.replace(".", ".\n", 1), justify="right")
     table.add_column("time", justify="right")
+    table.add_column("recipe (what differs between trials)" if fixed else "recipe")
     for rank, t in enumerate(complete[:top], 1):
         table.add_row(
-            str(rank), str(t.number), f"{t.value:.4f}",
-            *[_fmt(t.params[n]) if n in t.params else "—" for n in names],
-            f"{t.user_attrs.get('seconds', 0):.0f}s",
+            str(rank), str(t.number), f"{t.value:.4f}", f"{t.user_attrs.get('seconds', 0):.0f}s",
+            _recipe({n: t.params[n] for n in names if n in t.params}),
         )
     return table
