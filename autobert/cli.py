@@ -37,11 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("frozen", help="a frozen config (best.yaml)")
     p.add_argument("--output", "-o", type=Path, required=True, help="folder for the model, metrics.json and the config")
     p.add_argument("--allow-data-change", action="store_true", help="train even if the data's fingerprint changed")
+    p.add_argument("--seeds", type=_seed_list, metavar="S1,S2,...",
+                   help="train once per seed and report mean ± std (default: the recipe's own seeds); the model saved is the first seed's")
 
     p = sub.add_parser("best", help="show the leaderboard and re-export the best recipe")
     _study_args(p)
     p.add_argument("--export", type=Path, help="where to write the frozen config")
     p.add_argument("--top", type=int, default=10)
+
+    p = sub.add_parser("report", help="write an HTML report and PNG figures of a study")
+    p.add_argument("study", help="the study YAML file")
+    p.add_argument("--storage", help="Optuna storage URL (default: the study's)")
+    p.add_argument("--output", "-o", type=Path, help="folder for report.html and the PNGs (default: <study dir>/report)")
+    p.add_argument("--top", type=int, default=10, help="recipes in the table and the per-seed figure")
 
     p = sub.add_parser("validate", help="check a study file without running anything")
     _study_args(p)
@@ -50,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--disable", action="append", default=[], metavar="NAME")
     return parser
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2,3,4") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more distinct integer seeds, e.g. 0,1,2,3,4")
+    return seeds
 
 
 def _prepare(args):
@@ -125,7 +143,7 @@ def cmd_train(args) -> int:
     from autobert.config import dump_yaml, load_frozen, relocate, write_atomic
     from autobert.data import load_task_data
     from autobert.display import SearchProgress
-    from autobert.pipeline import metric_names, quiet_transformers, run_pipeline
+    from autobert.pipeline import mean_std, metric_names, quiet_transformers, run_seeds
     from autobert.search import check_frozen, plugin_manager_for, replay_trial
 
     quiet_transformers()
@@ -141,23 +159,61 @@ def cmd_train(args) -> int:
         probe.unlink()
     except OSError as exc:
         raise AutobertError(f"--output {out}: cannot write there ({exc.strerror}); choose a writable folder") from None
-    console.print(f"training trial {frozen.provenance.trial} of {frozen.provenance.study} ({frozen.metric} in search: {frozen.provenance.value})")
+    seeds = args.seeds or frozen.run_seeds
+    console.print(
+        f"training trial {frozen.provenance.trial} of {frozen.provenance.study} ({frozen.metric} in search: "
+        f"{frozen.provenance.value}) on seed(s) {', '.join(map(str, seeds))}"
+    )
     with SearchProgress(console, None, frozen.direction, frozen.metric) as progress:
-        result = run_pipeline(frozen, replay_trial(frozen), pm, data, save_to=out, evaluate_test=True, progress=progress)
-    metrics = {"validation": result.metrics, "test": result.test_metrics, "value": result.value,
-               "metric": frozen.metric, "search_value": frozen.provenance.value, "seconds": round(result.seconds, 2)}
+        result = run_seeds(frozen, replay_trial(frozen), pm, data, seeds=seeds, save_to=out,
+                           evaluate_test=True, progress=progress)
+    first = result.first
+    mean, std = result.mean_std
+    metrics = {"validation": first.metrics, "test": first.test_metrics, "value": result.value,
+               "metric": frozen.metric, "search_value": frozen.provenance.value,
+               "seconds": round(sum(r.seconds for r in result.results), 2),
+               "seeds": seeds, "aggregate": frozen.aggregate, "seed_values": result.seed_values,
+               "mean": mean, "std": std}
+    if len(seeds) > 1:
+        metrics["per_seed"] = {str(s): {"validation": r.metrics, "test": r.test_metrics}
+                               for s, r in zip(seeds, result.results)}
+        for split in ("validation", "test"):
+            runs = [getattr(r, "metrics" if split == "validation" else "test_metrics") for r in result.results]
+            if all(runs):
+                metrics[f"{split}_mean_std"] = {n: list(mean_std([m[n] for m in runs])) for n in metric_names(pm) if n in runs[0]}
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_atomic(out / "autobert.yaml", dump_yaml(relocate(frozen, out)))
-    table = Table(title=f"{frozen.name}: trained recipe")
+    shown = [n for n in metric_names(pm) if n in first.metrics]
+    table = Table(title=f"{frozen.name}: trained recipe" + (f" on {len(seeds)} seeds" if len(seeds) > 1 else ""))
     table.add_column("split")
-    shown = [n for n in metric_names(pm) if n in result.metrics]
     for name in shown:
         table.add_column(name, justify="right")
-    table.add_row("validation", *[f"{result.metrics[n]:.4f}" for n in shown])
-    if result.test_metrics:
-        table.add_row("test", *[f"{result.test_metrics[n]:.4f}" for n in shown])
+    if len(seeds) == 1:
+        table.add_row("validation", *[f"{first.metrics[n]:.4f}" for n in shown])
+        if first.test_metrics:
+            table.add_row("test", *[f"{first.test_metrics[n]:.4f}" for n in shown])
+    else:
+        for seed, r in zip(seeds, result.results):
+            table.add_row(f"validation, seed {seed}", *[f"{r.metrics[n]:.4f}" for n in shown])
+        for split in ("validation", "test"):
+            if f"{split}_mean_std" in metrics:
+                summary = metrics[f"{split}_mean_std"]
+                table.add_row(f"{split}, mean ± std", *[f"{summary[n][0]:.4f} ± {summary[n][1]:.4f}" for n in shown])
     console.print(table)
+    if len(seeds) > 1:
+        console.print(f"{frozen.metric}: {mean:.4f} ± {std:.4f} over {len(seeds)} seeds ({frozen.aggregate}: {result.value:.4f}); "
+                      f"the saved model is seed {seeds[0]}'s")
     console.print(f"model, tokenizer, metrics.json and autobert.yaml written to [bold]{out}[/]")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from autobert.config import load_study
+    from autobert.report import write_report
+
+    study = load_study(args.study)
+    html = write_report(study, output=args.output, storage=args.storage, top=args.top)
+    console.print(f"report written to [bold]{html}[/] (figures beside it as PNG)")
     return 0
 
 
@@ -190,7 +246,8 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-COMMANDS = {"search": cmd_search, "train": cmd_train, "best": cmd_best, "validate": cmd_validate, "plugins": cmd_plugins}
+COMMANDS = {"search": cmd_search, "train": cmd_train, "best": cmd_best, "validate": cmd_validate, "plugins": cmd_plugins,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,9 +50,17 @@ class SamplerConfig(_Model):
 
 
 class PrunerConfig(_Model):
-    name: Literal["median", "successive_halving", "hyperband", "none"] = "median"
+    name: Literal["median", "successive_halving", "hyperband", "wilcoxon", "none"] = "median"
     n_startup_trials: int = Field(default=1, ge=0)
     n_warmup_steps: int = Field(default=0, ge=0)
+    # wilcoxon only: prune when the one-sided signed-rank test against the best trial's
+    # per-seed values gives p below this (with n seeds compared, p is at least 1/2**n).
+    p_threshold: float = Field(default=0.1, gt=0, le=1)
+    n_startup_steps: int = Field(default=2, ge=0)
+
+
+# Pruners that compare intermediate values over training steps within one run.
+STEP_PRUNERS = ("median", "successive_halving", "hyperband")
 
 
 class BudgetConfig(_Model):
@@ -69,6 +77,7 @@ class Provenance(_Model):
     plugins: dict[str, str]
     data_fingerprint: dict[str, str]
     params: dict[str, Any]
+    seed_values: dict[str, float] | None = None
 
 
 class StudyConfig(_Model):
@@ -81,6 +90,9 @@ class StudyConfig(_Model):
     direction: Literal["maximize", "minimize"] = "maximize"
     max_length: int = Field(default=128, ge=8)
     seed: int = 0
+    seeds: list[int] | None = Field(default=None, min_length=1)
+    aggregate: Literal["mean", "median", "worst", "mean_minus_std"] = "mean"
+    aggregate_k: float = Field(default=1.0, ge=0)
     evaluations_per_epoch: int = Field(default=1, ge=1)
     budget: BudgetConfig = BudgetConfig()
     sampler: SamplerConfig = SamplerConfig()
@@ -92,6 +104,31 @@ class StudyConfig(_Model):
 
     # Where the file lives; not part of the file itself.
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_and_their_pruner(cls, data: Any) -> Any:
+        # `seeds` wins over `seed`; `seed` becomes its first entry, so both keys always agree.
+        if not isinstance(data, dict) or not isinstance(data.get("seeds"), list) or not data["seeds"]:
+            return data
+        data = dict(data)
+        seeds = data["seeds"]
+        if "seed" in data and data["seed"] != seeds[0]:
+            raise ValueError(
+                f"seed ({data['seed']!r}) and seeds ({seeds!r}) disagree: `seeds` lists every seed a trial "
+                "runs; remove `seed` (or make it the first of `seeds`)"
+            )
+        data["seed"] = seeds[0]
+        if len(seeds) > 1 and "pruner" not in data:
+            data["pruner"] = "wilcoxon"  # the step-axis default (median) cannot prune across seeds
+        return data
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
 
     @field_validator("sampler", mode="before")
     @classmethod
@@ -119,7 +156,27 @@ class StudyConfig(_Model):
             raise ValueError("budget needs trials or timeout (or both)")
         return self
 
+    @model_validator(mode="after")
+    def _pruner_fits_the_seeds(self) -> "StudyConfig":
+        n = len(self.run_seeds)
+        if n > 1 and self.pruner.name in STEP_PRUNERS:
+            raise ValueError(
+                f"pruner {self.pruner.name!r} compares training steps within one run and needs a single seed; "
+                f"with {n} seeds use pruner: wilcoxon (compares per-seed values) or none"
+            )
+        if n == 1 and self.pruner.name == "wilcoxon":
+            raise ValueError(
+                "pruner 'wilcoxon' compares per-seed values and needs at least 2 seeds (seeds: [0, 1, 2]); "
+                "with one seed use median, successive_halving or hyperband"
+            )
+        return self
+
     # -- derived -----------------------------------------------------------
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds every trial runs with: ``seeds``, or ``[seed]``."""
+        return list(self.seeds) if self.seeds else [self.seed]
 
     @property
     def overrides(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from autobert.pipeline import mean_std
 from autobert.search import trial_summary
 
 
@@ -84,8 +85,17 @@ def _recipe(params: dict[str, Any]) -> str:
     return "\n".join(f"[bold]{t}[/]: {', '.join(items)}" for t, items in sorted(by_technique.items()))
 
 
+def seed_values(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """The trial's per-seed values, in the order its seeds ran (empty if none are stored)."""
+    return [float(v) for v in (trial.user_attrs.get("seed_values") or {}).values()]
+
+
 def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
-    """The top completed trials with their recipes, value and time, plus state counts."""
+    """The top completed trials with their recipes, value and time, plus state counts.
+
+    When trials ran on several seeds, ``mean ± std`` and ``seeds`` columns show
+    how stable each recipe is (the value is the study's aggregate).
+    """
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     complete.sort(key=lambda t: t.value if t.value is not None else -math.inf, reverse=maximize)
@@ -108,11 +118,20 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
     table.add_column(metric, justify="right", style="bold green")
+    multi_seed = any(len(seed_values(t)) > 1 for t in complete[:top])
+    if multi_seed:
+        table.add_column("mean ± std", justify="right")
+        table.add_column("seeds", justify="right")
     table.add_column("time", justify="right")
     table.add_column("recipe (what differs between trials)" if fixed else "recipe")
     for rank, t in enumerate(complete[:top], 1):
+        spread = []
+        if multi_seed:
+            values = seed_values(t)
+            mean, std = mean_std(values) if values else (math.nan, math.nan)
+            spread = [f"{mean:.4f} ± {std:.4f}" if values else "", str(len(values))]
         table.add_row(
-            str(rank), str(t.number), f"{t.value:.4f}", f"{t.user_attrs.get('seconds', 0):.0f}s",
+            str(rank), str(t.number), f"{t.value:.4f}", *spread, f"{t.user_attrs.get('seconds', 0):.0f}s",
             _recipe({n: t.params[n] for n in names if n in t.params}),
         )
     return table

@@ -1,8 +1,10 @@
 """One trial, end to end: data -> further pretraining -> fine-tuning -> evaluation.
 
-A search trial and ``autobert train`` both call :func:`run_pipeline`; the only
-difference is the trial object (a live ``optuna.Trial`` or a ``FixedTrial``
-replaying a frozen config).
+A search trial and ``autobert train`` both call :func:`run_seeds`, which runs
+:func:`run_pipeline` (one run) once per seed; the only difference is the trial
+object (a live ``optuna.Trial`` or a ``FixedTrial`` replaying a frozen config).
+With several seeds the recipe is drawn from the trial once and every seed
+replays it through a ``FixedTrial``, so each seed trains the very same recipe.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import inspect
 import logging
 import math
 import shutil
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import optuna
@@ -248,23 +251,32 @@ def metric_names(pm: PluginManager) -> list[str]:
     return sorted({name for found in pm.hook.autobert_metrics() for name in (found or {})})
 
 
+def draw_params(study: StudyConfig, trial: Any, pm: PluginManager) -> dict[str, Any]:
+    """Ask every technique's search space for its parameters, drawn from ``trial``."""
+    space = SearchSpace(trial, pm.techniques, study.overrides)
+    pm.hook.autobert_search_space(space=space)
+    return dict(space.params)
+
+
 def run_pipeline(
     study: StudyConfig,
     trial: Any,
     pm: PluginManager,
     data: TaskData,
     *,
+    seed: int | None = None,
     save_to: Path | None = None,
     evaluate_test: bool = False,
     progress: Progress | None = None,
 ) -> TrialResult:
-    """Run one recipe: the trial's parameters are drawn (or replayed) here.
+    """Run one recipe once: the trial's parameters are drawn (or replayed) here.
 
     Args:
         study: The study or frozen config.
         trial: ``optuna.Trial`` during search; ``optuna.trial.FixedTrial`` to replay.
         pm: The plugin manager (defaults and enabled techniques).
         data: The task's loaded splits.
+        seed: The seed of this run (default: the study's ``seed``).
         save_to: If given, save the trained model and tokenizer there.
         evaluate_test: Also score the test split (never during search).
         progress: Receives step and evaluation updates.
@@ -274,15 +286,14 @@ def run_pipeline(
         TrialFailed: the loss diverged, or a technique could not run.
     """
     start = time.perf_counter()
-    space = SearchSpace(trial, pm.techniques, study.overrides)
-    pm.hook.autobert_search_space(space=space)
+    params = draw_params(study, trial, pm)
 
     checkpoint = resolve_model(study)
     study_dir = study.study_dir
     (study_dir / "cache").mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"trial-{getattr(trial, 'number', 'fixed')}-", dir=study_dir))
     run = TrialRun(
-        study=study, params=dict(space.params), seed=study.seed, tokenizer=load_tokenizer(checkpoint),
+        study=study, params=params, seed=study.seed if seed is None else seed, tokenizer=load_tokenizer(checkpoint),
         label_names=list(data.label_names), workdir=workdir, cache_dir=study_dir / "cache", trial=trial,
     )
     try:
@@ -338,6 +349,101 @@ def run_pipeline(
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Several seeds
+# ---------------------------------------------------------------------------
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = [float(v) for v in values]
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def aggregate(values: list[float], how: str = "mean", k: float = 1.0, direction: str = "maximize") -> float:
+    """One value from the per-seed values.
+
+    ``worst`` is the minimum when maximising and the maximum when minimising;
+    ``mean_minus_std`` penalises spread in the study's direction (mean - k·std
+    when maximising, mean + k·std when minimising).
+    """
+    if not values:
+        raise ValueError("no per-seed values to aggregate")
+    mean, std = mean_std(values)
+    maximize = direction == "maximize"
+    if how == "mean":
+        return mean
+    if how == "median":
+        return float(statistics.median(values))
+    if how == "worst":
+        return float(min(values) if maximize else max(values))
+    if how == "mean_minus_std":
+        return mean - k * std if maximize else mean + k * std
+    raise ValueError(f"unknown aggregate {how!r}; use mean, median, worst or mean_minus_std")
+
+
+@dataclass
+class SeedsResult:
+    """One recipe run once per seed; ``value`` is the study's aggregate of the seeds' values."""
+
+    seeds: list[int]
+    results: list[TrialResult]
+    value: float
+
+    @property
+    def seed_values(self) -> dict[str, float]:
+        """``{"0": value, ...}`` (string keys: what Optuna's JSON user attributes keep)."""
+        return {str(s): r.value for s, r in zip(self.seeds, self.results)}
+
+    @property
+    def mean_std(self) -> tuple[float, float]:
+        return mean_std([r.value for r in self.results])
+
+    @property
+    def first(self) -> TrialResult:
+        return self.results[0]
+
+
+def run_seeds(
+    study: StudyConfig,
+    trial: Any,
+    pm: PluginManager,
+    data: TaskData,
+    *,
+    seeds: list[int] | None = None,
+    save_to: Path | None = None,
+    evaluate_test: bool = False,
+    progress: Progress | None = None,
+    after_seed: Callable[[int, int, list[TrialResult]], None] | None = None,
+) -> SeedsResult:
+    """Run one recipe once per seed (default: the study's seeds) and aggregate.
+
+    With one seed this is :func:`run_pipeline` on ``trial`` itself, so pruners
+    over training steps see every evaluation. With several, the parameters are
+    drawn from ``trial`` once and each seed replays them through a
+    ``FixedTrial`` (which reports nothing): the trial's steps are then the seeds,
+    and ``after_seed(index, seed, results_so_far)`` is where a caller reports
+    them (and may raise ``optuna.TrialPruned``). Only the first seed's model is
+    saved to ``save_to``.
+    """
+    seeds = list(seeds or study.run_seeds)
+    results: list[TrialResult] = []
+    if len(seeds) == 1:
+        results.append(run_pipeline(study, trial, pm, data, seed=seeds[0], save_to=save_to,
+                                    evaluate_test=evaluate_test, progress=progress))
+    else:
+        params = draw_params(study, trial, pm)
+        number = getattr(trial, "number", 0)
+        for index, seed in enumerate(seeds):
+            replay = optuna.trial.FixedTrial(params, number=number)
+            results.append(run_pipeline(study, replay, pm, data, seed=seed, save_to=save_to if index == 0 else None,
+                                        evaluate_test=evaluate_test, progress=progress))
+            if after_seed is not None:
+                after_seed(index, seed, results)
+    value = aggregate([r.value for r in results], study.aggregate, study.aggregate_k, study.direction)
+    return SeedsResult(seeds=seeds, results=results, value=value)
 
 
 def _last_evaluation(log_history: list[dict]) -> dict[str, float]:

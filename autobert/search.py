@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +15,7 @@ import autobert
 from autobert.config import FrozenConfig, StudyConfig, dump_yaml, relocate, write_atomic
 from autobert.data import TaskData, load_task_data
 from autobert.errors import AutobertError, ConfigError, PluginError, TrialFailed
-from autobert.pipeline import Progress, load_tokenizer, metric_names, resolve_model, run_pipeline
+from autobert.pipeline import Progress, TrialResult, load_tokenizer, mean_std, metric_names, resolve_model, run_seeds
 from autobert.plugin_manager import PluginManager, available_technique_names, get_plugin_manager
 from autobert.space import explore
 
@@ -136,6 +137,11 @@ def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.SuccessiveHalvingPruner()
     if cfg.name == "hyperband":
         return optuna.pruners.HyperbandPruner()
+    if cfg.name == "wilcoxon":
+        # Steps are seed indices: each trial's value on seed i is paired with the best trial's.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=cfg.p_threshold, n_startup_steps=cfg.n_startup_steps)
     return optuna.pruners.NopPruner()
 
 
@@ -196,13 +202,33 @@ def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
 def make_objective(
     study: StudyConfig, pm: PluginManager, data: TaskData, progress: Progress | None = None
 ) -> Callable[[optuna.Trial], float]:
-    """The objective: one pipeline run; failures become a FAIL with a reason."""
+    """The objective: the recipe once per seed, aggregated; failures become a FAIL with a reason.
+
+    Every trial stores ``seed_values`` (``{"0": value, ...}``) in its user
+    attributes. With several seeds, the value on seed i is reported at step i,
+    so ``WilcoxonPruner`` can stop a recipe after its first seeds.
+    """
+    seeds = study.run_seeds
+
+    def after_seed(trial: optuna.Trial, index: int, seed: int, results: list[TrialResult]) -> None:
+        values = [r.value for r in results]
+        trial.set_user_attr("seed_values", {str(s): v for s, v in zip(seeds, values)})
+        trial.report(values[-1], index)
+        if index + 1 < len(seeds) and trial.should_prune():
+            mean, _ = mean_std(values)
+            raise optuna.TrialPruned(
+                f"pruned after seed {seed} ({index + 1} of {len(seeds)} seeds) with mean {study.metric}={mean:.4f}"
+            )
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("seed", study.seed)
+        trial.set_user_attr("seed", seeds[0])
+        trial.set_user_attr("seeds", seeds)
         start = time.perf_counter()
         try:
-            result = run_pipeline(study, trial, pm, data, progress=progress)
+            result = run_seeds(
+                study, trial, pm, data, seeds=seeds, progress=progress,
+                after_seed=lambda index, seed, results: after_seed(trial, index, seed, results),
+            )
         except optuna.TrialPruned as exc:
             trial.set_user_attr("pruned_reason", str(exc))
             raise
@@ -217,11 +243,20 @@ def make_objective(
             raise TrialFailed(reason) from exc
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
-        trial.set_user_attr("metrics", result.metrics)
-        trial.set_user_attr("steps", result.steps)
+        trial.set_user_attr("seed_values", result.seed_values)
+        trial.set_user_attr("metrics", _mean_metrics([r.metrics for r in result.results]))
+        trial.set_user_attr("steps", result.first.steps)
         return result.value
 
     return objective
+
+
+def _mean_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the seeds (just the metrics, with one seed)."""
+    if len(per_seed) == 1:
+        return per_seed[0]
+    names = [n for n in per_seed[0] if all(isinstance(m.get(n), (int, float)) for m in per_seed)]
+    return {n: mean_std([m[n] for m in per_seed])[0] for n in names}
 
 
 def run_search(
@@ -280,6 +315,9 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
         "data_fingerprint": dict(sorted(data.fingerprints.items())),
         "params": dict(sorted(trial.params.items())),
     }
+    seed_values = trial.user_attrs.get("seed_values") or {}
+    if len(seed_values) > 1:
+        raw["provenance"]["seed_values"] = dict(seed_values)
     return FrozenConfig.model_validate({**raw, "base_dir": Path(where).resolve()})
 
 

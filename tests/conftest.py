@@ -1,6 +1,15 @@
+import os
+
+# The tests train tiny models: one thread is faster than several fighting over 2 cores.
+# Set before torch starts its thread pool; subprocesses (the CLI tests) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
+import torch
 
 from autobert.testing import write_study
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture

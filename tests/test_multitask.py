@@ -1,0 +1,123 @@
+"""The multi-task auxiliary loss: examples are pulled towards their own label's description."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from optuna.trial import TrialState
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from autobert.cli import main
+from autobert.config import load_study
+from autobert.plugin_manager import get_plugin_manager
+from autobert.search import export_best, run_search, validate_study
+from autobert.testing import TechniqueConformance, write_study
+
+TECHNIQUES = ["finetune", "multitask"]
+LABELS = ["negative", "positive"]
+FINETUNE = {"learning_rate": 5e-3, "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("multitask")
+    path = write_study(directory, n_train=96, n_validation=32, only=TECHNIQUES,
+                       techniques={"finetune": FINETUNE, "multitask": {"enabled": True}})
+    return SimpleNamespace(path=path, model=directory / "tiny-bert")
+
+
+def loss_of(model, tokenizer, texts, labels, *, enabled=True, weight=1.0, temperature=0.1, base=0.0):
+    """The training loss the hooks compute for a batch, the other techniques' loss being ``base``."""
+    pm = get_plugin_manager(only=["multitask"])
+    inputs = dict(tokenizer(texts, padding=True, return_tensors="pt"))
+    inputs["labels"] = torch.tensor(labels)
+    params = {"multitask.enabled": enabled, "multitask.weight": weight, "multitask.temperature": temperature}
+    return pm.hook.autobert_compute_loss(
+        model=model, inputs=inputs, outputs=SimpleNamespace(loss=torch.tensor(base), logits=None), extras={},
+        run=SimpleNamespace(params=params, tokenizer=tokenizer, label_names=LABELS),
+    )
+
+
+@pytest.fixture(scope="module")
+def bert(tiny):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny.model, num_labels=2)
+    return model.eval(), AutoTokenizer.from_pretrained(tiny.model)
+
+
+def test_loss_is_lower_when_examples_align_with_their_label_descriptions(bert):
+    model, tokenizer = bert
+    # Each text is a label's description, so its vector is exactly that description's vector.
+    texts = ["negative", "positive", "negative", "positive"]
+
+    aligned = loss_of(model, tokenizer, texts, [0, 1, 0, 1])
+    misaligned = loss_of(model, tokenizer, texts, [1, 0, 1, 0])
+
+    assert aligned < misaligned
+
+
+def test_the_auxiliary_loss_is_added_with_its_weight(bert):
+    model, tokenizer = bert
+    texts = ["the film was good", "the plot was bad"]
+
+    base, light, heavy = (loss_of(model, tokenizer, texts, [1, 0], base=0.5, weight=w).item() for w in (0.0, 0.1, 1.0))
+
+    assert base == pytest.approx(0.5) and light > 0.5
+    assert (heavy - 0.5) == pytest.approx(10 * (light - 0.5), rel=1e-4)
+
+
+def test_disabled_leaves_the_loss_unchanged(bert):
+    model, tokenizer = bert
+
+    assert loss_of(model, tokenizer, ["good"], [1], enabled=False, base=0.25) == torch.tensor(0.25)
+
+
+def test_the_auxiliary_loss_reaches_the_encoder(bert):
+    model, tokenizer = bert
+    model.zero_grad()
+    loss_of(model, tokenizer, ["the film was good", "the plot was bad"], [1, 0]).backward()
+
+    grad = model.bert.encoder.layer[0].attention.self.query.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_a_pooled_head_works_too(tiny):
+    from autobert.plugins._pooled_model import AutobertPooledForSequenceClassification
+
+    model = AutobertPooledForSequenceClassification.from_encoder(str(tiny.model), pooling="mean", num_labels=2).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny.model)
+    texts = ["negative", "positive"]
+
+    assert loss_of(model, tokenizer, texts, [0, 1]) < loss_of(model, tokenizer, texts, [1, 0])
+
+
+def test_autobert_train_of_a_frozen_config_reproduces_the_trial(tiny, tmp_path):
+    study = load_study(tiny.path)
+    pm = get_plugin_manager(only=TECHNIQUES)
+    data = validate_study(study, pm)
+    opened = run_search(study, pm, data, n_trials=1)
+    trial = opened.trials[0]
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    assert trial.params["multitask.enabled"] is True
+    frozen = export_best(study, opened, pm, data, tmp_path / "best.yaml")
+
+    assert main(["train", str(frozen), "--output", str(tmp_path / "run")]) == 0
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["value"] == trial.value
+    assert metrics["validation"]["loss"] == trial.user_attrs["metrics"]["loss"]
+
+
+class TestMultitaskConformance(TechniqueConformance):
+    technique = "multitask"
