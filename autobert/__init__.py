@@ -7,4 +7,6 @@ __version__ = "0.1.0"
 #: Marker for technique hook implementations: ``@autobert.hookimpl``.
 hookimpl = pluggy.HookimplMarker("autobert")
 
-__all__ = ["hookimpl", "__version__"]
+from autobert.settings import Setting  # noqa: E402  (needs nothing from above; kept after the marker)
+
+__all__ = ["Setting", "hookimpl", "__version__"]

@@ -221,12 +221,18 @@ def cmd_plugins(args) -> int:
     from autobert.plugin_manager import get_plugin_manager
     from autobert.space import explore
 
+    from autobert.settings import declared_settings
+
     pm = get_plugin_manager(disable=args.disable)
     report = explore(pm.hook.autobert_search_space, pm.techniques)
+    declared = declared_settings(pm)
     listing = []
     for name, technique in sorted(pm.techniques.items()):
         params = [spec.to_dict() for n, spec in sorted(report.defaults.items()) if spec.technique == name]
-        listing.append({"name": name, "module": technique.module, "source": technique.source, "parameters": params})
+        settings = [{"name": n, "default": s.default, "help": s.help, "path": s.path}
+                    for n, s in sorted(declared.items()) if n.split(".", 1)[0] == name]
+        listing.append({"name": name, "module": technique.module, "source": technique.source, "parameters": params,
+                        "settings": settings})
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0
@@ -242,6 +248,9 @@ def cmd_plugins(args) -> int:
                 spec.short_name if spec else "—", spec.describe() if spec else "",
             )
             first = False
+        for setting in entry["settings"]:
+            table.add_row("", "", setting["name"].split(".", 1)[1],
+                          f"setting, default {setting['default']!r}" + (f": {setting['help']}" if setting["help"] else ""))
     console.print(table)
     return 0
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from autobert.config import StudyConfig
     from autobert.pipeline import TrialRun
+    from autobert.settings import Setting
     from autobert.space import SearchSpace
 
 hookspec = pluggy.HookspecMarker("autobert")
@@ -62,10 +63,30 @@ def autobert_search_space(space: SearchSpace) -> None:
 
 
 @hookspec
-def autobert_validate_study(study: StudyConfig) -> list[str] | None:
+def autobert_settings() -> Mapping[str, Setting] | None:
+    """Declare the technique's settings: fixed values the user gives once, never searched.
+
+    :return: ``{"technique.setting": Setting(default, help, path=...)}`` (a
+        bare value is taken as the default), or ``None`` when the technique has
+        none. Names are namespaced by the technique, like parameters.
+
+    A study file sets a setting in the technique's section of ``techniques:``,
+    beside the parameter overrides (``domain_corpus: data/movies.txt``). Hooks
+    read the value from ``run.settings["technique.setting"]``; relative paths
+    of ``path=True`` settings arrive resolved against the study file's folder.
+    Settings are copied into frozen configs, so a replay sees the same values,
+    and are listed by ``autobert plugins``. Called once per process; must be
+    cheap and free of side effects.
+    """
+
+
+@hookspec
+def autobert_validate_study(study: StudyConfig, settings: dict[str, Any]) -> list[str] | None:
     """Check the study file for problems this technique would hit later.
 
     :param study: The parsed study file.
+    :param settings: Every declared setting's value for this study (see
+        :func:`autobert_settings`), keyed by full name, paths resolved.
     :return: A list of human-readable problems (each naming the key and the
         fix), or ``None``/``[]`` when there is nothing to report.
 

@@ -30,6 +30,7 @@ from autobert.config import StudyConfig
 from autobert.data import TaskData
 from autobert.errors import ConfigError, PluginError, TrialFailed
 from autobert.plugin_manager import PluginManager
+from autobert.settings import declared_settings, resolve_settings
 from autobert.space import SearchSpace
 
 TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -94,6 +95,8 @@ class TrialRun:
         cache_dir: A folder shared by all trials of the study.
         trial: The Optuna trial (``FixedTrial`` when replaying).
         metadata: Free-form notes techniques pass to each other within the trial.
+        settings: ``{"technique.setting": value}``: every enabled technique's
+            settings (see ``autobert_settings``), paths resolved.
     """
 
     study: StudyConfig
@@ -105,6 +108,7 @@ class TrialRun:
     cache_dir: Path
     trial: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
@@ -295,6 +299,7 @@ def run_pipeline(
     run = TrialRun(
         study=study, params=params, seed=study.seed if seed is None else seed, tokenizer=load_tokenizer(checkpoint),
         label_names=list(data.label_names), workdir=workdir, cache_dir=study_dir / "cache", trial=trial,
+        settings=resolve_settings(study, declared_settings(pm)),
     )
     try:
         _set_seed(run.seed)

@@ -17,6 +17,7 @@ from autobert.data import TaskData, load_task_data
 from autobert.errors import AutobertError, ConfigError, PluginError, TrialFailed
 from autobert.pipeline import Progress, TrialResult, load_tokenizer, mean_std, metric_names, resolve_model, run_seeds
 from autobert.plugin_manager import PluginManager, available_technique_names, get_plugin_manager
+from autobert.settings import declared_settings, relocated_settings, resolve_settings
 from autobert.space import explore
 
 
@@ -66,14 +67,20 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
 
     report = explore(pm.hook.autobert_search_space, pm.techniques, study.overrides)
     problems.extend(report.problems)
+    declared = declared_settings(pm)
+    for name in sorted(set(declared) & set(report.defaults)):
+        problems.append(f"technique {name.split('.', 1)[0]!r} declares {name!r} both as a parameter and as a setting; "
+                        "rename one of them in the plugin")
     for full_name in study.overrides:
         technique = full_name.split(".", 1)[0]
-        if technique in pm.techniques and full_name not in report.defaults:
+        if technique in pm.techniques and full_name not in report.defaults and full_name not in declared:
             known = sorted(n.split(".", 1)[1] for n in report.defaults if n.startswith(technique + "."))
+            settings = sorted(n.split(".", 1)[1] for n in declared if n.startswith(technique + "."))
             short = full_name.split(".", 1)[1]
             problems.append(
-                f"techniques.{full_name}: {technique} has no parameter {short!r}"
-                f"{_did_you_mean(short, known)}; its parameters: {', '.join(known) or 'none'}"
+                f"techniques.{full_name}: {technique} has no parameter or setting {short!r}"
+                f"{_did_you_mean(short, known + settings)}; its parameters: {', '.join(known) or 'none'}"
+                + (f"; its settings: {', '.join(settings)}" if settings else "")
             )
 
     metrics = metric_names(pm)
@@ -88,7 +95,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
     if study.metric not in metrics:
         problems.append(f"metric: unknown metric {study.metric!r}{_did_you_mean(study.metric, metrics)}; choose one of {', '.join(metrics)}")
 
-    for found in pm.hook.autobert_validate_study(study=study):
+    for found in pm.hook.autobert_validate_study(study=study, settings=resolve_settings(study, declared)):
         problems.extend(found or [])
 
     try:
@@ -302,6 +309,9 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
         raw.pop(key, None)
     techniques: dict[str, dict[str, Any]] = {name: {} for name in sorted(pm.techniques)}
     for name, value in sorted(trial.params.items()):
+        technique, short = name.split(".", 1)
+        techniques.setdefault(technique, {})[short] = value
+    for name, value in relocated_settings(study, declared_settings(pm), where).items():
         technique, short = name.split(".", 1)
         techniques.setdefault(technique, {})[short] = value
     raw["techniques"] = techniques

@@ -52,7 +52,7 @@ def test_misspelled_parameter_and_out_of_choice_override_are_reported(tmp_path):
     path = write_study(tmp_path, techniques={"finetune": {"learnin_rate": 1e-3, "batch_size": 7,
                                                           "epochs": {"low": 3, "high": 1}}})
     problems = _problems(path)
-    assert any("finetune has no parameter 'learnin_rate'" in p and "did you mean 'learning_rate'" in p for p in problems)
+    assert any("finetune has no parameter or setting 'learnin_rate'" in p and "did you mean 'learning_rate'" in p for p in problems)
     assert any("finetune.batch_size: 7 is not a choice" in p for p in problems)
     assert any("finetune.epochs: low (3) is greater than high (1)" in p for p in problems)
 

@@ -15,11 +15,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from autobert import hookimpl
+from autobert import Setting, hookimpl
 from autobert.config import load_study
 from autobert.errors import ConfigError, PluginError
 from autobert.plugin_manager import Technique, get_plugin_manager
 from autobert.search import run_search, validate_study
+from autobert.settings import declared_settings
 
 # The `tiny_study` fixture's task (tests/conftest.py): the built-in finetune
 # technique is fixed to 1 epoch at batch size 16, so a trial takes 6 steps.
@@ -97,6 +98,72 @@ def test_autobert_search_space_rejects_a_parameter_outside_the_technique_namespa
     study = load_study(tiny_study())
     with pytest.raises(PluginError, match=r"parameter 'dropout' is not namespaced.*probe"):
         validate_study(study, plugin_manager(("probe", Probe())))
+
+
+# --------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------
+
+
+class SettingsProbe:
+    """Declares a path setting and a plain one, and records what a trial sees."""
+
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def autobert_settings(self):
+        return {"probe.corpus": Setting(None, help="a text file", path=True), "probe.words": 3}
+
+    @hookimpl
+    def autobert_modify_datasets(self, datasets, run):
+        self.seen.append({k: v for k, v in run.settings.items() if k.startswith("probe.")})
+
+
+def test_autobert_settings_reach_hooks_and_survive_export_and_replay(tiny_study, tmp_path):
+    from optuna.trial import FixedTrial
+
+    from autobert.config import load_frozen
+    from autobert.pipeline import run_pipeline
+    from autobert.search import export_best
+
+    (tmp_path / "corpus.txt").write_text("one document\n", encoding="utf-8")
+    path = tiny_study(techniques={"finetune": {"epochs": 1, "batch_size": 16}, "probe": {"corpus": "corpus.txt"}})
+    probe = SettingsProbe()
+    study = load_study(path)
+    pm = plugin_manager(("probe", probe))
+    data = validate_study(study, pm)
+    opened = run_search(study, pm, data, n_trials=1)
+    assert probe.seen[-1] == {"probe.corpus": str(tmp_path / "corpus.txt"), "probe.words": 3}
+    assert "probe.corpus" not in completed(opened).params  # a setting is never sampled
+
+    # Exported to another folder, the frozen config still points at the same file.
+    elsewhere = tmp_path / "exports" / "best.yaml"
+    elsewhere.parent.mkdir()
+    export_best(study, opened, pm, data, elsewhere)
+    frozen = load_frozen(elsewhere)
+    assert frozen.techniques["probe"] == {"corpus": "../corpus.txt"}
+    run_pipeline(frozen, FixedTrial(frozen.params), pm, data)
+    assert probe.seen[-1] == probe.seen[0]
+
+
+def test_autobert_settings_are_accepted_by_validation_and_misspelt_ones_are_not(tiny_study):
+    pm = plugin_manager(("probe", SettingsProbe()))
+    validate_study(load_study(tiny_study(techniques={"probe": {"words": 5}})), pm)
+    with pytest.raises(ConfigError) as excinfo:
+        validate_study(load_study(tiny_study(techniques={"probe": {"word": 5}})), pm)
+    assert "techniques.probe.word: probe has no parameter or setting 'word'" in str(excinfo.value)
+    assert "(did you mean 'words'?)" in str(excinfo.value) and "its settings: corpus, words" in str(excinfo.value)
+
+
+def test_autobert_settings_outside_the_technique_namespace_are_refused():
+    class Bad:
+        @hookimpl
+        def autobert_settings(self):
+            return {"finetune.corpus": None}
+
+    with pytest.raises(PluginError, match="name its settings 'bad.<setting>'"):
+        declared_settings(plugin_manager(("bad", Bad())))
 
 
 # --------------------------------------------------------------------------
