@@ -68,6 +68,28 @@ class BudgetConfig(_Model):
     timeout: float | None = Field(default=None, gt=0, description="seconds")
 
 
+class HeartbeatConfig(_Model):
+    """How workers notice a dead worker's trial (PostgreSQL and journal storages).
+
+    A running trial records a heartbeat every ``interval`` seconds; one whose
+    last heartbeat is older than ``grace_period`` is failed by the next worker
+    that starts a trial and queued again ``retries`` time(s) with the same parameters.
+    """
+
+    interval: int = Field(default=30, ge=1, description="seconds")
+    grace_period: int | None = Field(default=None, ge=1, description="seconds; default 2 x interval")
+    retries: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _grace_after_interval(self) -> "HeartbeatConfig":
+        if self.grace_period is not None and self.grace_period <= self.interval:
+            raise ValueError(
+                f"heartbeat.grace_period ({self.grace_period}) must be longer than heartbeat.interval "
+                f"({self.interval}), or a live worker's trial would be failed between two heartbeats"
+            )
+        return self
+
+
 class Provenance(_Model):
     study: str
     trial: int
@@ -98,6 +120,7 @@ class StudyConfig(_Model):
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     storage: str | None = None
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
     output_dir: str | None = None
     disable: list[str] = []
     techniques: dict[str, dict[str, Any]] = {}

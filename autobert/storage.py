@@ -1,0 +1,314 @@
+"""Where a study lives, and how its workers recover from each other's crashes.
+
+Three kinds of storage, all Optuna's own:
+
+* SQLite (``sqlite:///PATH``, the default): one worker at a time. A search holds
+  :class:`SQLiteWorkerLock` while it runs, so a second worker is refused with a
+  message naming the alternatives, and the trials a new worker finds RUNNING
+  are known to be dead: they are failed and queued again at once.
+* PostgreSQL (``postgresql://USER@HOST[:PORT]/DB``; other SQLAlchemy URLs such
+  as MySQL work the same way): many workers on many machines.
+* Optuna's journal file (``journal:///PATH``): many workers on one machine or
+  a shared file system.
+
+Crash recovery is Optuna's heartbeat: each running trial's worker records a
+heartbeat every ``heartbeat.interval`` seconds; before a worker starts a trial,
+Optuna fails every trial whose last heartbeat is older than the grace period
+and calls :class:`RetryStaleTrial`, which queues it again (``heartbeat.retries``
+times) with the same parameters. Optuna implements the heartbeat for RDB
+storages; :class:`JournalStorageWithHeartbeat` implements the same contract for
+the journal file, with the heartbeat kept in a trial system attribute.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from autobert.config import HeartbeatConfig
+from autobert.errors import AutobertError, ConfigError
+
+SCHEMES = "sqlite:///PATH (one worker), postgresql://USER@HOST[:PORT]/DB or journal:///PATH (many workers)"
+RDB_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
+HEARTBEAT_ATTR = "autobert:heartbeat"
+SCALING_OUT = "see 'Scaling out' in the README"
+
+
+def storage_kind(url: str) -> str:
+    """``"sqlite"``, ``"journal"`` or ``"rdb"`` (PostgreSQL and other SQLAlchemy URLs)."""
+    if url.startswith("journal:"):
+        return "journal"
+    return "sqlite" if url.startswith("sqlite:") else "rdb"
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    if storage_kind(url) != "rdb":
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@", 1)[-1] if "@" in url else url
+
+
+class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a dead worker's trial, without the dead run's user attributes.
+
+    The queued trial keeps the parameters (and Optuna's ``failed_trial`` and
+    ``retry_history`` system attributes); what the lost run had recorded (its
+    seed values so far, its worker) would be wrong on the new run.
+    """
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trial = copy.copy(trial)
+        trial.user_attrs = {}
+        super().__call__(study, trial)
+
+
+def _retry(retries: int) -> RetryStaleTrial:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryStaleTrial(max_retry=retries)
+
+
+class JournalStorageWithHeartbeat(JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage with Optuna's heartbeat contract.
+
+    The heartbeat is the time (seconds since the epoch) in the trial's
+    ``autobert:heartbeat`` system attribute; a RUNNING trial is stale when
+    both that and its start are older than ``grace_period``. Workers on
+    several machines sharing the file need roughly synchronised clocks (NTP).
+    """
+
+    def __init__(self, backend: JournalFileBackend, *, interval: int, grace_period: int | None,
+                 callback: Callable[[optuna.Study, FrozenTrial], None] | None):
+        super().__init__(backend)
+        self._interval = interval
+        self._grace_period = grace_period or 2 * interval
+        self._callback = callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        except (optuna.exceptions.UpdateFinishedTrialError, KeyError):
+            pass  # the trial just finished, or another worker failed it
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            # A retried trial inherits its original's heartbeat; its own start is newer.
+            started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+            last = max(float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)), started)
+            if now - last > self._grace_period:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._callback
+
+
+def open_storage(url: str, resolve: Callable[[str], Path], heartbeat: HeartbeatConfig) -> BaseStorage:
+    """Open (creating the schema if needed) the storage at ``url``.
+
+    Args:
+        url: ``sqlite:///PATH``, ``journal:///PATH`` or another SQLAlchemy URL.
+        resolve: Turns a relative journal path into a path (relative to the study file).
+        heartbeat: Heartbeat interval, grace period and retries (not used by SQLite).
+
+    Raises:
+        ConfigError: an unknown scheme, a missing database driver, a corrupt
+            file, or a server that cannot be reached, each with what to do.
+    """
+    retry = _retry(heartbeat.retries)
+    if storage_kind(url) == "journal":
+        return _open_journal(resolve(url.removeprefix("journal:").removeprefix("//")), heartbeat, retry)
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")  # SQLAlchemy dropped the short alias
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme.split("+", 1)[0] not in RDB_DIALECTS:
+        raise ConfigError("study file", [
+            f"storage: {url!r} is not a storage URL autobert knows"
+            + (f" (unknown scheme {scheme!r})" if scheme else "")
+            + f"; use {SCHEMES}"
+        ])
+    kind = storage_kind(url)
+    engine_kwargs: dict = {}
+    if kind == "sqlite":
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            _check_sqlite_file(Path(path))
+        # Readers (`autobert best`, `report`) wait for the worker's write instead of failing at once.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    elif scheme.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _with_retries(lambda: RDBStorage(
+            url, engine_kwargs=engine_kwargs,
+            # SQLite has one worker, whose lock tells a dead worker's trials at once (see recover_dead_trials).
+            heartbeat_interval=None if kind == "sqlite" else heartbeat.interval,
+            grace_period=None if kind == "sqlite" else heartbeat.grace_period,
+            heartbeat_stale_trial_callback=None if kind == "sqlite" else retry,
+        ), url)
+
+
+def _with_retries(create: Callable[[], BaseStorage], url: str, attempts: int = 5) -> BaseStorage:
+    """Create an RDB storage; workers starting together may race to create its tables."""
+    import random
+
+    for attempt in range(attempts):
+        try:
+            return create()
+        except ImportError as exc:
+            driver = "psycopg2-binary" if url.startswith("postgresql") else "the database's driver"
+            raise ConfigError("study file", [
+                f"storage {shown(url)!r}: the database driver is not installed ({exc}); pip install {driver}"
+            ]) from None
+        except Exception as exc:
+            if _is_create_race(exc) and attempt + 1 < attempts:
+                time.sleep(random.uniform(0.2, 1.0))
+                continue
+            raise ConfigError("study file", [_storage_problem(url, exc)]) from None
+    raise AssertionError("unreachable")
+
+
+def _is_create_race(exc: Exception) -> bool:
+    # Two workers creating the schema at once: one wins, the other sees a duplicate table, type or row.
+    text = str(exc).lower()
+    return type(exc).__name__ in ("IntegrityError", "ProgrammingError") and (
+        "already exists" in text or "duplicate" in text or "unique" in text
+    )
+
+
+def _storage_problem(url: str, exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    kind = storage_kind(url)
+    if kind == "sqlite" and ("not a database" in first or "malformed" in first):
+        return (f"storage {url!r}: the SQLite file is corrupt or not a database ({first}); move it aside "
+                "to start a new study there, or restore it from a backup")
+    if kind == "rdb" and type(exc).__name__ == "OperationalError":
+        return (f"storage {shown(url)!r}: cannot connect ({first}); check that the server is running and "
+                f"reachable, and that the user and database exist ({SCALING_OUT} for a local PostgreSQL)")
+    return (f"storage {shown(url)!r}: cannot open it ({type(exc).__name__}: {first}); check the URL, "
+            "that the server is running, and that the path is writable")
+
+
+def _check_sqlite_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            raise ConfigError("study file", [
+                f"storage {path}: the file is not an SQLite database (corrupt, truncated or another kind of file); "
+                "move it aside to start a new study there, or restore it from a backup"
+            ])
+
+
+def _open_journal(path: Path, heartbeat: HeartbeatConfig, retry: RetryStaleTrial) -> JournalStorage:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return JournalStorageWithHeartbeat(
+            JournalFileBackend(str(path)), interval=heartbeat.interval, grace_period=heartbeat.grace_period,
+            callback=retry,
+        )
+    except (ValueError, KeyError, TypeError) as exc:  # json's decode error is a ValueError
+        raise ConfigError("study file", [
+            f"storage journal:///{path}: the journal file is corrupt ({type(exc).__name__}: {exc}); "
+            "move it aside to start a new study there, or restore it from a backup"
+        ]) from None
+    except OSError as exc:
+        raise ConfigError("study file", [
+            f"storage journal:///{path}: cannot open it ({exc.strerror}); check that the folder is writable"
+        ]) from None
+
+
+# ---------------------------------------------------------------------------
+# SQLite: one worker at a time
+# ---------------------------------------------------------------------------
+
+
+class SQLiteWorkerLock:
+    """An exclusive lock beside an SQLite study, held while a search runs.
+
+    The operating system releases it when the process ends, however it ends,
+    so a SIGKILLed worker never leaves it behind.
+    """
+
+    def __init__(self, url: str):
+        self.db = Path(url.removeprefix("sqlite:///"))
+        self.path = self.db.with_name(self.db.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> "SQLiteWorkerLock":
+        try:
+            import fcntl
+        except ImportError:  # not on a POSIX system: no lock, as before
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise AutobertError(
+                f"storage {self.db}: another `autobert search` (process {holder}) is running on this SQLite "
+                "study, and SQLite takes one worker at a time. Wait for it to finish, or run several workers on "
+                f"PostgreSQL (--storage postgresql://USER@HOST/DB) or a journal file (--storage journal:///PATH); "
+                f"{SCALING_OUT}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+
+def recover_dead_trials(opened: optuna.Study, retries: int) -> list[int]:
+    """Fail (and queue again) trials left RUNNING by a dead worker; return their numbers.
+
+    Only for SQLite, called while holding :class:`SQLiteWorkerLock`: no other
+    worker can be running, so every RUNNING trial belongs to a dead one.
+    Other storages leave this to Optuna's heartbeat.
+    """
+    storage = opened._storage
+    retry = _retry(retries)
+    failed = []
+    for trial in opened.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        try:
+            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                failed.append(trial.number)
+                retry(opened, storage.get_trial(trial._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+    return failed
+
+
+def is_retry(trial: FrozenTrial) -> int | None:
+    """The number of the lost trial ``trial`` re-runs, or None."""
+    return trial.system_attrs.get("failed_trial")
+
+
+__all__ = ["open_storage", "storage_kind", "SQLiteWorkerLock", "recover_dead_trials", "JournalStorageWithHeartbeat",
+           "RetryStaleTrial", "is_retry", "shown"]
