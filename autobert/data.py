@@ -86,6 +86,20 @@ def _read_source(source: str | HubSource, study: StudyConfig, key: str):
         raise ValueError(f"{key}: cannot read {path}: {type(exc).__name__}: {exc}") from None
 
 
+def read_split(study: StudyConfig, split: str):
+    """One split's raw table (a pandas frame) with every column, rows in the order the split's ``Dataset`` has.
+
+    For techniques that read columns besides text and label (e.g. a column of vectors).
+
+    Raises:
+        ValueError: the study has no such split, or its file cannot be read; the message says why.
+    """
+    source = getattr(study.data, split, None)
+    if source is None:
+        raise ValueError(f"data.{split}: the study has no {split} split")
+    return _read_source(source, study, f"data.{split}")
+
+
 def fingerprint(texts: list[str], labels: list[int]) -> str:
     h = hashlib.sha256()
     for text, label in zip(texts, labels):

@@ -162,13 +162,17 @@ def _logits(model_dir: Path, train, pm, run):
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), trust_remote_code=True)
     model.eval()
     keys = set(inspect.signature(model.forward).parameters)
+    token_keys = ("input_ids", "attention_mask", "token_type_ids")
+    # Columns other techniques added that the model reads (knowledge's vectors), passed as the trainer passes them.
+    extra = [k for k in train.column_names if k in keys and k not in (*token_keys, "labels")]
     texts = list(train["text"])
     out = []
     with torch.no_grad():
         for start in range(0, len(texts), 64):
             enc = pm.hook.autobert_tokenize(texts=texts[start:start + 64], tokenizer=run.tokenizer,
                                             max_length=run.study.max_length, run=run)
-            enc = {k: v for k, v in dict(enc).items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            batch = run.tokenizer.pad(enc, return_tensors="pt")
+            enc = {k: v for k, v in dict(enc).items() if k in token_keys}
+            batch = dict(run.tokenizer.pad(enc, return_tensors="pt"))
+            batch.update({k: torch.tensor(np.array(train[start:start + 64][k])) for k in extra})
             out.append(model(**{k: v for k, v in batch.items() if k in keys}).logits.float().numpy())
     return np.concatenate(out)

@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from autobert.cli import main
 from autobert.config import load_study
+from autobert.errors import ConfigError
 from autobert.plugin_manager import get_plugin_manager
 from autobert.search import export_best, run_search, validate_study
 from autobert.testing import TechniqueConformance, write_study
@@ -37,7 +38,7 @@ def tiny(tmp_path_factory):
     return SimpleNamespace(path=path, model=directory / "tiny-bert")
 
 
-def loss_of(model, tokenizer, texts, labels, *, enabled=True, weight=1.0, temperature=0.1, base=0.0):
+def loss_of(model, tokenizer, texts, labels, *, enabled=True, weight=1.0, temperature=0.1, base=0.0, descriptions=None):
     """The training loss the hooks compute for a batch, the other techniques' loss being ``base``."""
     pm = get_plugin_manager(only=["multitask"])
     inputs = dict(tokenizer(texts, padding=True, return_tensors="pt"))
@@ -45,7 +46,8 @@ def loss_of(model, tokenizer, texts, labels, *, enabled=True, weight=1.0, temper
     params = {"multitask.enabled": enabled, "multitask.weight": weight, "multitask.temperature": temperature}
     return pm.hook.autobert_compute_loss(
         model=model, inputs=inputs, outputs=SimpleNamespace(loss=torch.tensor(base), logits=None), extras={},
-        run=SimpleNamespace(params=params, tokenizer=tokenizer, label_names=LABELS),
+        run=SimpleNamespace(params=params, tokenizer=tokenizer, label_names=LABELS,
+                            settings={"multitask.descriptions": descriptions}),
     )
 
 
@@ -90,6 +92,42 @@ def test_the_auxiliary_loss_reaches_the_encoder(bert):
     grad = model.bert.encoder.layer[0].attention.self.query.weight.grad
     assert grad is not None and grad.abs().sum() > 0
     model.zero_grad()
+
+
+def test_label_descriptions_from_the_study_replace_the_label_names(bert):
+    model, tokenizer = bert
+    described = {"negative": "awful boring dull", "positive": "superb brilliant lovely"}
+    texts = ["awful boring dull", "superb brilliant lovely"]
+
+    by_name = loss_of(model, tokenizer, texts, [0, 1])
+    aligned = loss_of(model, tokenizer, texts, [0, 1], descriptions=described)
+    misaligned = loss_of(model, tokenizer, texts, [1, 0], descriptions=described)
+
+    assert aligned != by_name  # the descriptions, not the names, were encoded
+    assert aligned < misaligned  # each text is its own label's description
+
+
+def described(tiny, descriptions) -> str:
+    """The validation problems of the tiny study with these descriptions ('' if none)."""
+    path = write_study(tiny.path.parent, name="described", n_train=96, n_validation=32, only=TECHNIQUES,
+                       techniques={"finetune": FINETUNE, "multitask": {"enabled": True, "descriptions": descriptions}})
+    try:
+        validate_study(load_study(path), get_plugin_manager(only=TECHNIQUES))
+    except ConfigError as exc:
+        return str(exc)
+    return ""
+
+
+def test_descriptions_of_every_label_are_accepted(tiny):
+    assert described(tiny, {"negative": "a scathing review", "positive": "a glowing review"}) == ""
+
+
+def test_unknown_and_missing_labels_in_descriptions_are_reported_before_any_trial(tiny):
+    message = described(tiny, {"negativ": "a scathing review", "positive": ""})
+
+    assert "techniques.multitask.descriptions: 'negativ' is not a label of this task (labels: negative, positive)" in message
+    assert "techniques.multitask.descriptions: no description for 'negative'; describe every label" in message
+    assert "techniques.multitask.descriptions.positive: the description must be non-empty text" in message
 
 
 def test_a_pooled_head_works_too(tiny):
