@@ -26,8 +26,9 @@ enter through forward hooks on its modules:
   representation (Ostendorff et al. 2019, "Enriching BERT with Knowledge
   Graph Embeddings for Document Classification").
 
-There, with ``z = dropout(tanh(W_p v))`` the projected vector
-(``knowledge_projection`` wide) and ``h`` the host representation:
+There, with ``z = dropout(tanh(W_p (v - mean) / std))`` the projected vector
+(``knowledge_projection`` wide; ``mean`` and ``std`` per feature, from the
+training vectors, kept as buffers) and ``h`` the host representation:
 ``add`` gives ``h + W_o z``; ``concat`` gives ``W_c [h; z]``, a linear map of the
 concatenation back to ``h``'s width, so that the classifier the model already
 has applies unchanged; ``gated`` gives ``h + sigmoid(W_g [h; z]) * W_o z``.
@@ -113,6 +114,11 @@ class KnowledgeFusion(nn.Module):
     def __init__(self, dim: int, width: int, projection: int, fusion: str, dropout: float):
         super().__init__()
         self.fusion = fusion
+        # Vectors come at any scale (unit-norm sentence embeddings, raw features): standardised per
+        # feature with the training vectors' mean and spread (saved with the model), the projection
+        # starts at a useful magnitude whatever they are, and no information is lost.
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
         self.project = nn.Linear(dim, projection)
         self.dropout = nn.Dropout(dropout)
         if fusion in ("add", "gated"):
@@ -135,7 +141,8 @@ class KnowledgeFusion(nn.Module):
                 self.mix.bias.zero_()
 
     def forward(self, host: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        z = self.dropout(torch.tanh(self.project(vectors.to(host.dtype))))
+        standardised = (vectors.to(host.dtype) - self.shift) / self.scale
+        z = self.dropout(torch.tanh(self.project(standardised)))
         if host.dim() == 3:  # (batch, tokens, width): the same vector at every position
             z = z[:, None, :].expand(-1, host.size(1), -1)
         if self.fusion == "add":
@@ -198,8 +205,13 @@ class AutobertKnowledgeForSequenceClassification(PreTrainedModel):
 
     @classmethod
     def wrap(cls, classifier: PreTrainedModel, *, dim: int, inject: str, fusion: str, tokens: str = "cls",
-             projection: int = 64, dropout: float = 0.1, source: str = "") -> "AutobertKnowledgeForSequenceClassification":
-        """Wrap a built (e.g. pretrained) classifier; its weights are kept, the fusion starts as a no-op."""
+             projection: int = 64, dropout: float = 0.1, source: str = "",
+             standardize: tuple | None = None) -> "AutobertKnowledgeForSequenceClassification":
+        """Wrap a built (e.g. pretrained) classifier; its weights are kept, the fusion starts as a no-op.
+
+        ``standardize``: the training vectors' per-feature ``(mean, std)``; vectors are
+        standardised with them before the projection (default: used as they are).
+        """
         config = AutobertKnowledgeConfig(
             classifier_config=classifier.config.to_dict(), knowledge_dim=dim, knowledge_inject=inject,
             knowledge_fusion=fusion, knowledge_tokens=tokens, knowledge_projection=projection,
@@ -208,6 +220,10 @@ class AutobertKnowledgeForSequenceClassification(PreTrainedModel):
         )
         model = cls(config)
         model.inner.load_state_dict(classifier.state_dict())
+        if standardize is not None:
+            mean, std = (torch.as_tensor(x, dtype=torch.float32).reshape(dim) for x in standardize)
+            model.knowledge.shift.copy_(mean)
+            model.knowledge.scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))  # constant features
         return model
 
     @property

@@ -60,6 +60,8 @@ SOURCE_SETTINGS = (SOURCE_COLUMN, SOURCE_VECTORS, KEY_COLUMN, TABLE)
 
 #: The dataset column (and the model's ``forward`` argument) that carries the vectors.
 COLUMN = "knowledge_vectors"
+#: ``run.metadata`` key of the training vectors' per-feature (mean, std), which the model standardises with.
+STANDARDIZE = "knowledge.standardize"
 SPLITS = ("train", "validation", "test")
 TABLE_FORMATS = (".json", ".npz", ".pt")
 
@@ -126,6 +128,8 @@ def autobert_modify_datasets(datasets, run):
 
     for split, ds in list(datasets.items()):
         vectors = load_vectors(run.study, run.settings, split)
+        if split == "train":
+            run.metadata[STANDARDIZE] = (vectors.mean(axis=0), vectors.std(axis=0))
         if len(vectors) != len(ds):
             raise ValueError(f"{_source_key(run.settings)}: {len(vectors)} vectors for the {len(ds)} rows the "
                              f"{split} split has at this point; another technique changed its rows before knowledge ran")
@@ -146,7 +150,7 @@ def autobert_build_model(checkpoint, run):
     return AutobertKnowledgeForSequenceClassification.wrap(
         model, dim=run.metadata[COLUMN], inject=inject, fusion=run.params[FUSION],
         tokens=run.params.get(TOKENS, "cls"), projection=run.params[PROJECTION], dropout=run.params[DROPOUT],
-        source=describe_source(run.settings),
+        source=describe_source(run.settings), standardize=run.metadata.get(STANDARDIZE),
     )
 
 
