@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list techniques and their parameter spaces")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--disable", action="append", default=[], metavar="NAME")
+
+    p = sub.add_parser("cache", help="list or prune the stage cache (further pretraining, teachers, ...)")
+    p.add_argument("action", choices=["ls", "prune"])
+    p.add_argument("study", help="the study YAML file (its cache_dir, default <study dir>/cache), or a cache folder")
+    p.add_argument("--namespace", help="only this kind of entry (e.g. further_pretraining)")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="prune: entries unused for this many days")
+    p.add_argument("--all", action="store_true", help="prune: every entry")
     return parser
 
 
@@ -255,8 +262,43 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from autobert.config import load_study
+    from autobert.stage_cache import StageCache
+
+    target = Path(args.study)
+    root = target if target.is_dir() else load_study(target).cache_path
+    cache = StageCache(root)
+    if args.action == "prune":
+        if args.older_than is None and not args.all:
+            removed = cache.prune(namespace=args.namespace)
+        else:
+            older = None if args.older_than is None else args.older_than * 86400
+            removed = cache.prune(older_than=older, namespace=args.namespace, everything=args.all)
+        console.print(f"removed {len(removed)} folder(s) from {root}" + ("" if args.all or args.older_than is not None
+                      else " (unfinished builds only; add --older-than DAYS or --all for entries)"))
+        return 0
+    entries = cache.entries(args.namespace)
+    table = Table(title=f"stage cache {root}")
+    for col in ("namespace", "entry", "size", "hits", "last used", "built from"):
+        table.add_column(col, justify="right" if col in ("size", "hits") else "left")
+    import time
+
+    for e in entries:
+        about = " ".join(f"{k}={v}" for k, v in e.description.items() if isinstance(v, (str, int, float)) and len(str(v)) < 24)
+        short = e.key if len(e.key) <= 20 else f"{e.key[:8]}…{e.key[-8:]}"
+        table.add_row(e.namespace, short, f"{e.size / 2**20:.1f} MiB", str(e.hits),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)), about)
+    console.print(table)
+    leftovers = list(cache.leftovers())
+    total = sum(e.size for e in entries)
+    console.print(f"{len(entries)} entries, {total / 2**20:.1f} MiB, {sum(e.hits for e in entries)} hits"
+                  + (f"; {len(leftovers)} unfinished build(s) (`autobert cache prune` removes them)" if leftovers else ""))
+    return 0
+
+
 COMMANDS = {"search": cmd_search, "train": cmd_train, "best": cmd_best, "validate": cmd_validate, "plugins": cmd_plugins,
-            "report": cmd_report}
+            "report": cmd_report, "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,6 +122,8 @@ class StudyConfig(_Model):
     storage: str | None = None
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     output_dir: str | None = None
+    # Where stage outputs are cached (autobert.stage_cache); a path several workers share.
+    cache_dir: str | None = None
     disable: list[str] = []
     techniques: dict[str, dict[str, Any]] = {}
 
@@ -212,6 +214,13 @@ class StudyConfig(_Model):
         if self.output_dir:
             return self.resolve_path(self.output_dir)
         return self.base_dir / self.name
+
+    @property
+    def cache_path(self) -> Path:
+        """The stage cache's folder: ``cache_dir`` (relative to the study file), or ``<study dir>/cache``."""
+        if self.cache_dir:
+            return self.resolve_path(self.cache_dir)
+        return self.study_dir / "cache"
 
     @property
     def storage_url(self) -> str:
@@ -394,4 +403,6 @@ def relocate(config: StudyConfig, new_dir: Path) -> dict[str, Any]:
     data["model"] = move(data["model"])
     if data.get("output_dir"):
         data["output_dir"] = move(data["output_dir"])
+    if data.get("cache_dir"):
+        data["cache_dir"] = move(data["cache_dir"])
     return data

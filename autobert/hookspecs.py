@@ -160,6 +160,27 @@ def autobert_further_pretrain(
     """
 
 
+@hookspec
+def autobert_masking_strategies() -> Mapping[str, Callable[[], Any]] | None:
+    """Register masking strategies for masked-language-model pretraining.
+
+    :return: ``{name: factory}``, each factory (usually a class) returning a
+        fresh :class:`autobert.plugins.masking.MaskingStrategy` (its
+        ``search_space`` draws the strategy's own parameters, ``prepare`` runs
+        once per pretraining stage with the corpus, tokenizer, trial and
+        cache, ``select`` chooses the tokens of each visit), or ``None`` when
+        the plugin has none. Names must be unique across plugins.
+
+    The registered names are the choices of ``masking.strategy`` (``dynamic``
+    first, then by name). The ``masking`` technique and the further-pretraining
+    stages call this through ``space.hooks`` and ``run.hooks`` whenever they
+    need the registry, so it must be cheap; construction of a strategy must be
+    cheap too. The built-in ``static``, ``dynamic``, ``whole_word`` and
+    ``span`` strategies are registered through this hook by the ``masking``
+    technique, like any third-party plugin's.
+    """
+
+
 # --------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------

@@ -294,11 +294,11 @@ def run_pipeline(
 
     checkpoint = resolve_model(study)
     study_dir = study.study_dir
-    (study_dir / "cache").mkdir(parents=True, exist_ok=True)
+    study.cache_path.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"trial-{getattr(trial, 'number', 'fixed')}-", dir=study_dir))
     run = TrialRun(
         study=study, params=params, seed=study.seed if seed is None else seed, tokenizer=load_tokenizer(checkpoint),
-        label_names=list(data.label_names), workdir=workdir, cache_dir=study_dir / "cache", trial=trial,
+        label_names=list(data.label_names), workdir=workdir, cache_dir=study.cache_path, trial=trial,
         settings=resolve_settings(study, declared_settings(pm)),
     )
     try:

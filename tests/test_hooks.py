@@ -322,6 +322,45 @@ def test_autobert_further_pretrain_checkpoint_is_the_one_trained(tiny_study):
     assert torch.equal(embeddings["trained"], -embeddings["original"])
 
 
+def test_autobert_masking_strategies_a_registered_strategy_is_searched_and_masks_the_pretraining(tiny_study):
+    import numpy as np
+
+    from autobert.plugins.masking import MaskingStrategy
+
+    events = []
+
+    class FirstTokens(MaskingStrategy):
+        def prepare(self, context):
+            events.append(("prepare", context.stage, len(context.texts)))
+
+        def select(self, example, budget, rng):
+            chosen = np.zeros(len(example.input_ids), dtype=bool)
+            chosen[np.flatnonzero(example.maskable)[:budget]] = True
+            events.append(("select", tuple(np.flatnonzero(chosen))))
+            return chosen
+
+    class Probe:
+        @hookimpl
+        def autobert_masking_strategies(self):
+            return {"first_tokens": FirstTokens}
+
+    path = tiny_study(techniques={
+        "finetune": {"epochs": 1, "batch_size": 16},
+        "further_pretraining": {"stages": "task", "task_steps": 2, "batch_size": 4, "cache": False},
+        "masking": {"strategy": "first_tokens", "probability": 0.2},
+    })
+    study = load_study(path)
+    pm = get_plugin_manager(only=["finetune", "further_pretraining", "masking"])
+    pm.register_technique(Probe(), Technique("probe", f"{__name__}:Probe", "autobert-tests", "0"))
+    trial = completed(run_search(study, pm, validate_study(study, pm), n_trials=1))
+
+    assert trial.params["masking.strategy"] == "first_tokens"
+    assert events[0] == ("prepare", "task", TRAIN_ROWS)
+    selections = [e[1] for e in events[1:]]
+    assert len(selections) == 2 * 4  # 2 steps of 4 examples
+    assert all(chosen and chosen[0] == 1 and chosen == tuple(range(1, 1 + len(chosen))) for chosen in selections)
+
+
 # --------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------

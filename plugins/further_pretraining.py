@@ -1,0 +1,511 @@
+"""Further pretraining: masked-language-model stages before fine-tuning.
+
+``further_pretraining.stages`` (Sun et al. 2019; Gururangan et al. 2020, "Don't
+Stop Pretraining"):
+
+- ``none``: fine-tune the pretrained encoder as it is;
+- ``task``: MLM on the task's own training texts (labels ignored), then fine-tune;
+- ``domain``: MLM on the study's unlabeled in-domain corpus, then fine-tune;
+- ``domain+task``: the domain stage, then the task stage, then fine-tune.
+
+Each stage searches its number of steps (``<stage>_steps``, log scale) and its
+learning rate (``<stage>_learning_rate``); the masking strategy and probability
+come from the ``masking`` technique. A stage trains ``AutoModelForMaskedLM`` with
+the transformers ``Trainer``; a checkpoint without an MLM head (the offline
+MiniLM) gets one whose decoder is tied to the word embeddings, with a warning.
+
+Stages are cached (:mod:`autobert.stage_cache`, namespace
+``further_pretraining``) under a key of everything they depend on: the
+starting model (or the previous stage's key and steps), the corpus, the
+tokenizer, the masking strategy and its parameters, the learning rate, batch
+size, warmup, maximum length and seed. Steps are a prefix: the learning rate is
+constant after a fixed warmup, the data order and every mask are functions of
+the seed and the step, and dropout is re-seeded at every step, so the first
+``k`` steps of a longer run are exactly a shorter run. A stage therefore saves
+(model, optimizer and scheduler) at every power of two of its step range and at
+the requested count; a later trial asking for a cached count reuses it, and one
+asking for more resumes from the largest cached prefix. Cold cache, warm cache
+and no cache give the same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autobert import Setting, hookimpl
+
+STAGES = "further_pretraining.stages"
+CORPUS = "further_pretraining.domain_corpus"
+COLUMN = "further_pretraining.domain_column"
+BATCH_SIZE = "further_pretraining.batch_size"
+WARMUP = "further_pretraining.warmup_steps"
+USE_CACHE = "further_pretraining.cache"
+
+#: The stages each choice runs, in order.
+PLAN = {"none": (), "task": ("task",), "domain": ("domain",), "domain+task": ("domain", "task")}
+STEPS_RANGE = (32, 1024)
+LR_RANGE = (2e-5, 1e-4, 2e-5)  # low, high, step: few distinct values, so trials share cached stages
+WEIGHT_DECAY = 0.01
+NAMESPACE = "further_pretraining"
+#: Bump when what a stage computes changes, so that old cache entries are not reused.
+CACHE_VERSION = 1
+_SALT = 0x7374726D
+
+_warned_heads: set[str] = set()
+
+
+def steps_param(stage: str) -> str:
+    return f"further_pretraining.{stage}_steps"
+
+
+def lr_param(stage: str) -> str:
+    return f"further_pretraining.{stage}_learning_rate"
+
+
+# --------------------------------------------------------------------------
+# Hooks
+# --------------------------------------------------------------------------
+
+
+@hookimpl
+def autobert_settings():
+    return {
+        CORPUS: Setting(None, path=True, help=(
+            "the unlabeled in-domain corpus of the domain stages: a .txt file (one document per line), a .csv/.tsv/"
+            ".json/.jsonl/.parquet file (see domain_column), a datasets save_to_disk folder, or {hub: ID, split: S}")),
+        COLUMN: Setting("text", help="the text column of a tabular domain corpus"),
+        BATCH_SIZE: Setting(32, help="MLM batch size of every stage"),
+        WARMUP: Setting(0, help="warmup steps of every stage (then a constant learning rate)"),
+        USE_CACHE: Setting(True, help="cache stages under the study's cache_dir; false trains every stage anew"),
+    }
+
+
+@hookimpl
+def autobert_search_space(space):
+    # Domain stages exist only where the study names a corpus (a setting), so that a
+    # study that does not mention further pretraining never asks for one.
+    choices = ["none", "task"] + (["domain", "domain+task"] if space.overrides.get(CORPUS) else [])
+    for stage in PLAN[space.suggest_categorical(STAGES, choices)]:
+        space.suggest_int(steps_param(stage), *STEPS_RANGE, log=True)
+        space.suggest_float(lr_param(stage), LR_RANGE[0], LR_RANGE[1], step=LR_RANGE[2])
+
+
+@hookimpl
+def autobert_validate_study(study, settings):
+    from autobert.space import ParamSpec, apply_override
+
+    problems = []
+    override = study.overrides.get(STAGES)
+    allowed = set(override if isinstance(override, list) else [override] if override is not None else PLAN)
+    corpus = settings.get(CORPUS)
+    if corpus is None and override is not None and allowed & {"domain", "domain+task"}:
+        problems.append(f"techniques.further_pretraining.stages: {sorted(allowed & {'domain', 'domain+task'})} need a "
+                        "domain corpus; set techniques.further_pretraining.domain_corpus (e.g. data/movies.txt) "
+                        "or choose from none, task")
+    if corpus is not None:
+        try:
+            texts = load_corpus(corpus, settings.get(COLUMN, "text"))
+            if not texts:
+                problems.append(f"techniques.further_pretraining.domain_corpus: {corpus} has no non-empty document")
+        except ValueError as exc:
+            problems.append(f"techniques.further_pretraining.domain_corpus: {exc}")
+    if allowed - {"none"} and "masking" in study.disable:
+        problems.append("disable: further pretraining needs the masking technique (its masking strategy); "
+                        "remove masking from disable, or fix techniques.further_pretraining.stages: none")
+    for name in (BATCH_SIZE, WARMUP):
+        value = settings.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == BATCH_SIZE else 0):
+            problems.append(f"techniques.further_pretraining.{name.split('.', 1)[1]}: {value!r} must be an integer "
+                            f"{'>= 1' if name == BATCH_SIZE else '>= 0'}")
+    for stage in ("domain", "task"):
+        try:
+            spec = apply_override(ParamSpec(steps_param(stage), "int", low=STEPS_RANGE[0], high=STEPS_RANGE[1], log=True),
+                                  study.overrides.get(steps_param(stage)))
+        except ValueError:
+            continue  # reported by autobert's own checks
+        if (spec.low is not None and spec.low < 1) or (spec.choices and min(spec.choices) < 1):
+            problems.append(f"techniques.{steps_param(stage)}: steps must be at least 1")
+    return problems
+
+
+@hookimpl
+def autobert_further_pretrain(checkpoint, datasets, run):
+    stages = PLAN[run.params.get(STAGES, "none")]
+    if not stages:
+        return None
+    start_key: Any = model_identity(checkpoint)
+    report = []
+    for stage in stages:
+        texts = corpus_texts(stage, datasets, run)
+        checkpoint, start_key, outcome = pretraining_stage(stage, checkpoint, start_key, texts, datasets, run)
+        report.append(f"{stage}: {run.params[steps_param(stage)]} steps, {outcome}")
+    run.metadata["further_pretraining"] = report
+    if hasattr(run.trial, "set_user_attr"):
+        run.trial.set_user_attr("further_pretraining", report)
+    return checkpoint
+
+
+# --------------------------------------------------------------------------
+# Corpora
+# --------------------------------------------------------------------------
+
+
+def corpus_texts(stage: str, datasets: dict, run) -> list[str]:
+    """The stage's corpus: the domain corpus, or the task's training texts (labels ignored)."""
+    if stage == "task":
+        return [str(t) for t in datasets["train"]["text"]]
+    corpus = run.settings.get(CORPUS)
+    if corpus is None:
+        from autobert.errors import ConfigError
+
+        raise ConfigError("study file", ["techniques.further_pretraining.domain_corpus: the domain stage needs a "
+                                         "corpus; set it, or choose stages none or task"])
+    return load_corpus(corpus, run.settings.get(COLUMN, "text"))
+
+
+def load_corpus(source: Any, column: str = "text") -> list[str]:
+    """Read a domain corpus (see the ``domain_corpus`` setting); non-empty documents, in order.
+
+    Raises:
+        ValueError: it cannot be read or lacks ``column``; the message says why and what to do.
+    """
+    if isinstance(source, dict):
+        return list(_load_hub(json.dumps(source, sort_keys=True), column))
+    path = Path(str(source))
+    if not path.exists():
+        raise ValueError(f"{path} not found (relative paths are resolved against the study file's folder)")
+    stamp = (str(path.resolve()), path.stat().st_mtime_ns, column)
+    return list(_load_path(*stamp))
+
+
+@lru_cache(maxsize=4)
+def _load_path(path: str, _mtime: int, column: str) -> tuple[str, ...]:
+    p = Path(path)
+    suffix = p.suffix.lower()
+    try:
+        if p.is_dir():
+            import datasets as hf
+
+            loaded = hf.load_from_disk(path)
+            if isinstance(loaded, hf.DatasetDict):
+                loaded = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
+            if column not in loaded.column_names:
+                raise ValueError(f"{p} has no column {column!r} (columns: {', '.join(loaded.column_names)}); set domain_column")
+            values = loaded[column]
+        elif suffix in (".txt", ".text", ""):
+            values = p.read_text(encoding="utf-8").splitlines()
+        else:
+            import pandas as pd
+
+            readers = {".csv": pd.read_csv, ".tsv": lambda f: pd.read_csv(f, sep="\t"), ".json": pd.read_json,
+                       ".jsonl": lambda f: pd.read_json(f, lines=True), ".parquet": pd.read_parquet}
+            if suffix not in readers:
+                raise ValueError(f"{p}: unknown file type {suffix!r}; use .txt (one document per line), .csv, .tsv, "
+                                 ".json, .jsonl, .parquet or a datasets folder")
+            frame = readers[suffix](p)
+            if column not in frame.columns:
+                raise ValueError(f"{p} has no column {column!r} (columns: {', '.join(map(str, frame.columns))}); "
+                                 "set techniques.further_pretraining.domain_column")
+            values = frame[column].dropna().tolist()
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"cannot read {p}: {type(exc).__name__}: {exc}") from None
+    return tuple(t for t in (str(v).strip() for v in values) if t)
+
+
+@lru_cache(maxsize=2)
+def _load_hub(described: str, column: str) -> tuple[str, ...]:
+    spec = json.loads(described)
+    if "hub" not in spec:
+        raise ValueError("a datasets source is {hub: ID, config: NAME, split: SPLIT}")
+    try:
+        import datasets as hf
+
+        loaded = hf.load_dataset(spec["hub"], spec.get("config"), split=spec.get("split", "train"))
+    except Exception as exc:
+        raise ValueError(f"cannot load {spec['hub']!r} with datasets: {type(exc).__name__}: {exc}") from None
+    if column not in loaded.column_names:
+        raise ValueError(f"{spec['hub']} has no column {column!r}; set domain_column")
+    return tuple(t for t in (str(v).strip() for v in loaded[column]) if t)
+
+
+def texts_fingerprint(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for text in texts:
+        h.update(text.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------
+# Identities (cache keys)
+# --------------------------------------------------------------------------
+
+
+def model_identity(checkpoint: str) -> dict[str, Any]:
+    """The starting model: its name, and for a local folder its config and weight sizes."""
+    path = Path(checkpoint)
+    if not path.is_dir():
+        return {"model": checkpoint}
+    config = path / "config.json"
+    weights = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    return {"model": str(path.resolve()),
+            "config": hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None,
+            "weights": weights}
+
+
+def tokenizer_identity(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    text = json.dumps([type(tokenizer).__name__, vocab, tokenizer.all_special_tokens])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _exact(value: Any) -> Any:
+    # Stepped floats come back as 6.000000000000001e-05; one key for one intended value.
+    return float(f"{value:.10g}") if isinstance(value, float) else value
+
+
+# --------------------------------------------------------------------------
+# One stage
+# --------------------------------------------------------------------------
+
+
+def save_points(spec, steps: int) -> list[int]:
+    """The step counts the study's range can ask for, up to ``steps``: every power of two
+    inside the range, its ends, and ``steps`` itself (or every choice of a list)."""
+    if spec.kind == "categorical":
+        points = {int(c) for c in spec.choices}
+    else:
+        low, high = int(spec.low), int(spec.high)
+        points = {low, high} | {2 ** k for k in range(int(math.log2(max(1, low))), int(math.log2(max(1, high))) + 1)
+                                if low <= 2 ** k <= high}
+    return sorted(p for p in points | {steps} if 0 < p <= steps)
+
+
+def stage_spec(stage: str, study):
+    from autobert.space import ParamSpec, apply_override
+
+    default = ParamSpec(steps_param(stage), "int", low=STEPS_RANGE[0], high=STEPS_RANGE[1], log=True)
+    return apply_override(default, study.overrides.get(steps_param(stage)))
+
+
+def pretraining_stage(stage: str, checkpoint: str, start_key: Any, texts: list[str], datasets: dict, run):
+    """Run (or fetch) one stage; returns ``(checkpoint, key of its output, what the cache did)``."""
+    from autobert.plugins.masking import registered_strategies
+    from autobert.stage_cache import StageCache, cache_key
+
+    steps = int(run.params[steps_param(stage)])
+    lr = _exact(run.params[lr_param(stage)])
+    strategy_name = run.params.get("masking.strategy")
+    strategies = registered_strategies(getattr(run, "hooks", None))
+    if strategy_name is None or strategy_name not in strategies:
+        from autobert.errors import TrialFailed
+
+        raise TrialFailed(f"further pretraining needs a masking strategy, but the trial has "
+                          f"masking.strategy={strategy_name!r} (registered: {', '.join(strategies) or 'none'}); "
+                          "enable the masking technique")
+    strategy = strategies[strategy_name]()
+    masking_params = {k: _exact(v) for k, v in run.params.items() if k.startswith("masking.")}
+    from autobert.plugins.masking import strategy_key
+
+    corpus_print = texts_fingerprint(texts)
+    described = {
+        "version": CACHE_VERSION, "start": start_key, "corpus": corpus_print,
+        "tokenizer": tokenizer_identity(run.tokenizer), "max_length": run.study.max_length,
+        "masking": strategy.identity(masking_params), "learning_rate": lr, "seed": run.seed,
+        "batch_size": run.settings.get(BATCH_SIZE, 32), "warmup_steps": run.settings.get(WARMUP, 0),
+        "weight_decay": WEIGHT_DECAY,
+    }
+    key = cache_key(described)
+    output_key = f"{key}@{steps}"
+    job = _StageJob(stage, checkpoint, texts, corpus_print, strategy, masking_params, lr, datasets, run,
+                    cache_key=strategy_key(strategy, masking_params))
+
+    if not run.settings.get(USE_CACHE, True):
+        out = run.workdir / f"further-pretraining-{stage}"
+        job.train(out / "trainer", steps, start_step=0, resume_from=None, save_at=[], publish=None)
+        job.trainer.save_model(str(out / "model"))
+        return str(out / "model"), output_key, "not cached"
+
+    cache = StageCache(run.cache_dir)
+    name = entry_name(key, steps)
+    hit = cache.get(NAMESPACE, name)
+    if hit is not None:
+        return str(hit), output_key, "cache hit"
+    with cache.lock(NAMESPACE, key):
+        hit = cache.get(NAMESPACE, name)
+        if hit is not None:
+            return str(hit), output_key, "cache hit (built by another worker)"
+        cached = [s for s in (entry_steps(k) for k in cache.keys(NAMESPACE, key + "-")) if s is not None and s < steps]
+        start = max(cached, default=0)
+        resume = cache.get(NAMESPACE, entry_name(key, start)) if start else None
+        description = {"stage": stage, "strategy": strategy_name, "learning_rate": lr, "seed": run.seed,
+                       "corpus_documents": len(texts), "masking": masking_params, "start": start_key}
+
+        def publish(step: int, folder: Path) -> None:
+            run.tokenizer.save_pretrained(str(folder))
+            cache.commit(NAMESPACE, entry_name(key, step), folder, {**description, "steps": step})
+
+        staging = cache.staging(NAMESPACE, name)
+        try:
+            job.train(staging, steps, start_step=start, resume_from=resume,
+                      save_at=[p for p in save_points(stage_spec(stage, run.study), steps) if p > start], publish=publish)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    outcome = f"resumed from the cached {start} steps" if start else "built"
+    return str(cache.path(NAMESPACE, name)), output_key, outcome
+
+
+def entry_name(key: str, steps: int) -> str:
+    return f"{key}-{steps:07d}"
+
+
+def entry_steps(name: str) -> int | None:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+class _StageJob:
+    """Everything one stage trains with; :meth:`train` runs the ``Trainer``."""
+
+    def __init__(self, stage, checkpoint, texts, corpus_print, strategy, masking_params, lr, datasets, run, cache_key):
+        self.stage, self.checkpoint, self.texts, self.corpus_print = stage, checkpoint, texts, corpus_print
+        self.strategy, self.masking_params, self.lr, self.datasets, self.run = strategy, masking_params, lr, datasets, run
+        self.strategy_cache_key = cache_key
+        self.trainer = None
+
+    def train(self, output_dir: Path, steps: int, *, start_step: int, resume_from: Path | None, save_at: list[int], publish) -> None:
+        import torch
+        from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+        from autobert.plugins.masking import MaskingCollator, MaskingContext, encode_corpus
+        from autobert.stage_cache import StageCache, cache_key
+
+        run = self.run
+        rows = encode_corpus(self.texts, run.tokenizer, run.study.max_length)
+        probability = float(self.masking_params.get("masking.probability", 0.15))
+        self.strategy.prepare(MaskingContext(
+            stage=self.stage, texts=self.texts, examples=rows, corpus_fingerprint=self.corpus_print,
+            params=self.masking_params, seed=run.seed,
+            key=cache_key({"corpus": self.corpus_print, "tokenizer": tokenizer_identity(run.tokenizer),
+                           "max_length": run.study.max_length, "masking": self.strategy_cache_key, "seed": run.seed}),
+            cache=StageCache(run.cache_dir) if run.settings.get(USE_CACHE, True) else None,
+            run=run, datasets=self.datasets,
+        ))
+        batch_size = int(run.settings.get(BATCH_SIZE, 32))
+        set_seed(run.seed)
+        model = load_mlm(str(resume_from) if resume_from else self.checkpoint)
+
+        seed = run.seed
+
+        class Reseed(TrainerCallback):
+            # Dropout depends on the step alone, so a resumed run equals an uninterrupted one.
+            def on_step_begin(self, args, state, control, **kw):
+                torch.manual_seed(seed * 1_000_003 + state.global_step)
+
+        class Publish(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step in save_at:
+                    control.should_save = True
+
+            def on_save(self, args, state, control, **kw):
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if publish is not None and folder.is_dir():
+                    publish(state.global_step, folder)
+
+        class StageTrainer(Trainer):
+            def _get_train_sampler(self, train_dataset=None):
+                return torch.utils.data.SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+
+        args = TrainingArguments(
+            output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size,
+            learning_rate=self.lr, lr_scheduler_type="constant_with_warmup",
+            warmup_steps=int(run.settings.get(WARMUP, 0)), weight_decay=WEIGHT_DECAY, seed=run.seed,
+            save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
+            remove_unused_columns=False, dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
+        )
+        self.trainer = StageTrainer(
+            model=model, args=args, train_dataset=VisitStream(rows, steps * batch_size, run.seed),
+            data_collator=MaskingCollator(run.tokenizer, self.strategy, probability, run.seed),
+            processing_class=run.tokenizer, callbacks=[Reseed(), Publish()],
+        )
+        from transformers import PrinterCallback
+
+        self.trainer.remove_callback(PrinterCallback)
+        self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+
+class VisitStream:
+    """The stage's training stream: epoch after epoch, each a seeded permutation of the corpus.
+
+    Item ``j`` is a function of the seed and ``j`` alone, so the first ``k``
+    batches of a long run are exactly a short run's batches.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], length: int, seed: int):
+        self.rows, self.length, self.seed = rows, length, seed
+        self._orders: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders[epoch] = np.random.default_rng([self.seed, _SALT, epoch]).permutation(len(self.rows))
+        return self._orders[epoch]
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        epoch, offset = divmod(int(position), len(self.rows))
+        index = int(self.order(epoch)[offset])
+        return {**self.rows[index], "index": index, "epoch": epoch, "position": int(position)}
+
+
+def load_mlm(checkpoint: str):
+    """``AutoModelForMaskedLM`` from ``checkpoint``; a missing MLM head is initialised with
+    its decoder tied to the word embeddings, and a warning says so once per checkpoint."""
+    from transformers import AutoModelForMaskedLM
+
+    model, info = AutoModelForMaskedLM.from_pretrained(checkpoint, output_loading_info=True)
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith(model.base_model_prefix + ".")]
+    if missing:
+        output, inputs = model.get_output_embeddings(), model.get_input_embeddings()
+        if output is not None and output.weight is not inputs.weight:
+            output.weight = inputs.weight
+        if checkpoint not in _warned_heads:
+            _warned_heads.add(checkpoint)
+            warnings.warn(
+                f"{checkpoint} has no masked-language-model head ({len(missing)} weights missing, e.g. {missing[0]}); "
+                "further pretraining starts from a new head whose decoder is tied to the word embeddings",
+                stacklevel=2,
+            )
+    _keep_pooler(model, checkpoint)
+    return model
+
+
+def _keep_pooler(model, checkpoint: str) -> None:
+    """Carry the encoder's pooler through the stage.
+
+    The MLM variant of an encoder drops its pooler; fine-tuning's default [CLS] head
+    needs it, and a pooler re-initialised after pretraining would confound a
+    comparison with ``none``. Attached to the encoder, it is saved with every
+    checkpoint; MLM never computes a gradient for it, so it stays as it was.
+    """
+    base = model.base_model
+    if not hasattr(base, "pooler") or base.pooler is not None:
+        return
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(checkpoint)
+    if getattr(encoder, "pooler", None) is not None:
+        base.pooler = encoder.pooler

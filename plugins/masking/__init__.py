@@ -1,0 +1,59 @@
+"""Masking strategies for masked-language-model pretraining: the ``masking`` technique.
+
+``masking.strategy`` chooses among every registered strategy (the built-ins
+below and any plugin's, through the ``autobert_masking_strategies`` hook);
+``masking.probability`` is the share of tokens to predict. Every strategy's
+selected tokens go through the 80/10/10 rule, special and padding tokens are
+never masked, and masks are reproducible from the trial's seed.
+
+- :mod:`~autobert.plugins.masking.static`: masks fixed per example copy (BERT);
+- :mod:`~autobert.plugins.masking.dynamic`: new masks at every visit (RoBERTa);
+- :mod:`~autobert.plugins.masking.whole_word`: every sub-token of a word together;
+- :mod:`~autobert.plugins.masking.span`: geometric spans of words (SpanBERT).
+
+The parameters only exist in trials that pretrain (the ``further_pretraining``
+technique enabled and ``further_pretraining.stages`` other than ``none``):
+masking is read by the further-pretraining stages and nothing else.
+"""
+
+from __future__ import annotations
+
+from autobert import hookimpl
+from autobert.plugins.masking._base import MaskingContext, MaskingExample, MaskingStrategy, registered_strategies, strategy_key
+from autobert.plugins.masking._collator import MaskingCollator, budget_for, encode_corpus, replace
+from autobert.plugins.masking.dynamic import DynamicMasking
+from autobert.plugins.masking.span import SpanMasking
+from autobert.plugins.masking.static import StaticMasking
+from autobert.plugins.masking.whole_word import WholeWordMasking
+
+__all__ = [
+    "MaskingStrategy", "MaskingContext", "MaskingExample", "MaskingCollator", "registered_strategies",
+    "strategy_key", "budget_for", "encode_corpus", "replace",
+    "StaticMasking", "DynamicMasking", "WholeWordMasking", "SpanMasking",
+]
+
+STRATEGY = "masking.strategy"
+PROBABILITY = "masking.probability"
+#: Listed first: the strategy a study gets when it fixes nothing (and the explorer's default).
+DEFAULT_STRATEGY = "dynamic"
+
+
+@hookimpl
+def autobert_masking_strategies():
+    return {"static": StaticMasking, "dynamic": DynamicMasking, "whole_word": WholeWordMasking, "span": SpanMasking}
+
+
+# Last, so that further_pretraining.stages is drawn already in a trial. (Study
+# validation walks each technique's space on its own, where it is not drawn.)
+@hookimpl(trylast=True)
+def autobert_search_space(space):
+    if "further_pretraining" not in space.techniques or space.params.get("further_pretraining.stages") == "none":
+        return
+    registry = registered_strategies(space.hooks) if getattr(space, "hooks", None) is not None else autobert_masking_strategies()
+    names = list(registry)
+    if DEFAULT_STRATEGY in names:
+        names.insert(0, names.pop(names.index(DEFAULT_STRATEGY)))
+    strategy = space.suggest_categorical(STRATEGY, names)
+    # A stepped range: few distinct values, so trials can share cached stages.
+    space.suggest_float(PROBABILITY, 0.1, 0.2, step=0.05)
+    registry[strategy]().search_space(space)
