@@ -231,7 +231,7 @@ def cmd_plugins(args) -> int:
     from autobert.settings import declared_settings
 
     pm = get_plugin_manager(disable=args.disable)
-    report = explore(pm.hook.autobert_search_space, pm.techniques)
+    report = explore(pm.hook.autobert_search_space, pm.techniques, hooks=pm.hook)
     declared = declared_settings(pm)
     listing = []
     for name, technique in sorted(pm.techniques.items()):

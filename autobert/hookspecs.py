@@ -116,6 +116,26 @@ def autobert_modify_datasets(datasets: dict[str, Dataset], run: TrialRun) -> Non
     """
 
 
+@hookspec
+def autobert_augmenters() -> Mapping[str, Any] | None:
+    """Register data-augmentation methods for the ``augmentation`` technique.
+
+    :return: ``{name: augmenter}``, each augmenter an
+        :class:`autobert.plugins.augmentation.Augmenter` (its ``search_space``
+        draws the method's own parameters, its ``augment`` turns a batch of
+        training texts into new ones), or ``None`` when the plugin has none.
+        Names must be unique across plugins.
+
+    The registered names, sorted, are the choices of ``augmentation.method``.
+    The augmentation technique calls this through ``space.hooks`` and
+    ``run.hooks`` whenever it needs the registry (in every search-space pass
+    and once per trial), so it must be cheap: build models lazily inside
+    ``augment``. The built-in ``eda``, ``contextual`` and ``backtranslation``
+    techniques register their methods through this hook, like any
+    third-party plugin.
+    """
+
+
 @hookspec(firstresult=True)
 def autobert_tokenize(
     texts: list[str], tokenizer: Any, max_length: int, run: TrialRun

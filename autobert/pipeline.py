@@ -97,6 +97,9 @@ class TrialRun:
         metadata: Free-form notes techniques pass to each other within the trial.
         settings: ``{"technique.setting": value}``: every enabled technique's
             settings (see ``autobert_settings``), paths resolved.
+        hooks: The plugin manager's hook relay (``pm.hook``), for a technique
+            that offers an extension point of its own
+            (``run.hooks.autobert_augmenters()``).
     """
 
     study: StudyConfig
@@ -109,6 +112,7 @@ class TrialRun:
     trial: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    hooks: Any = None
 
     @property
     def num_labels(self) -> int:
@@ -257,7 +261,7 @@ def metric_names(pm: PluginManager) -> list[str]:
 
 def draw_params(study: StudyConfig, trial: Any, pm: PluginManager) -> dict[str, Any]:
     """Ask every technique's search space for its parameters, drawn from ``trial``."""
-    space = SearchSpace(trial, pm.techniques, study.overrides)
+    space = SearchSpace(trial, pm.techniques, study.overrides, hooks=pm.hook)
     pm.hook.autobert_search_space(space=space)
     return dict(space.params)
 
@@ -299,7 +303,7 @@ def run_pipeline(
     run = TrialRun(
         study=study, params=params, seed=study.seed if seed is None else seed, tokenizer=load_tokenizer(checkpoint),
         label_names=list(data.label_names), workdir=workdir, cache_dir=study.cache_path, trial=trial,
-        settings=resolve_settings(study, declared_settings(pm)),
+        settings=resolve_settings(study, declared_settings(pm)), hooks=pm.hook,
     )
     try:
         _set_seed(run.seed)

@@ -65,7 +65,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
         elif name not in pm.techniques:
             problems.append(f"techniques.{name}: the technique is disabled; remove its section or enable it")
 
-    report = explore(pm.hook.autobert_search_space, pm.techniques, study.overrides)
+    report = explore(pm.hook.autobert_search_space, pm.techniques, study.overrides, hooks=pm.hook)
     problems.extend(report.problems)
     declared = declared_settings(pm)
     for name in sorted(set(declared) & set(report.defaults)):

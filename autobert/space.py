@@ -141,12 +141,18 @@ class SearchSpace:
         techniques: Names of the enabled techniques; a parameter must be
             namespaced by one of them.
         overrides: ``{"finetune.learning_rate": override}`` from the study file.
+        hooks: The plugin manager's hook relay (``pm.hook``), so that a
+            technique offering an extension point of its own can ask the other
+            plugins (``space.hooks.autobert_augmenters()``); ``None`` outside a
+            plugin manager.
     """
 
-    def __init__(self, trial: Any, techniques: Iterable[str], overrides: Mapping[str, Any] | None = None):
+    def __init__(self, trial: Any, techniques: Iterable[str], overrides: Mapping[str, Any] | None = None,
+                 hooks: Any = None):
         self.trial = trial
         self.techniques = set(techniques)
         self.overrides = dict(overrides or {})
+        self.hooks = hooks
         self.params: dict[str, Any] = {}
         self.specs: dict[str, ParamSpec] = {}
 
@@ -214,8 +220,8 @@ class SearchSpace:
 class _Explorer(SearchSpace):
     """Follows one path of categorical choices and records what it meets."""
 
-    def __init__(self, techniques: Iterable[str], overrides: Mapping[str, Any], path: list[int]):
-        super().__init__(None, techniques, overrides)
+    def __init__(self, techniques: Iterable[str], overrides: Mapping[str, Any], path: list[int], hooks: Any = None):
+        super().__init__(None, techniques, overrides, hooks)
         self.path = path
         self.branch_points: list[int] = []  # number of choices at each categorical met
         self.defaults: dict[str, ParamSpec] = {}
@@ -247,34 +253,53 @@ class SpaceReport:
     problems: list[str]
 
 
-def explore(hook: Any, techniques: Iterable[str], overrides: Mapping[str, Any] | None = None, max_paths: int = 512) -> SpaceReport:
+def explore(hook: Any, techniques: Iterable[str], overrides: Mapping[str, Any] | None = None, max_paths: int = 512,
+            *, hooks: Any = None) -> SpaceReport:
     """Run ``autobert_search_space`` along every path of categorical choices.
 
     Conditional parameters only appear under some choices, so one pass would
     miss them; this walks the choices depth-first (bounded by ``max_paths``).
+    ``hooks`` (``pm.hook``) becomes each space's ``hooks``.
+
+    Given a pluggy hook caller, each technique's implementation is walked on
+    its own: techniques draw their parameters independently, so the paths add
+    up across techniques instead of multiplying (and ``max_paths`` bounds each).
     """
     techniques = list(techniques)
     overrides = dict(overrides or {})
     defaults: dict[str, ParamSpec] = {}
     effective: dict[str, ParamSpec] = {}
     problems: list[str] = []
-    stack: list[list[int]] = [[]]
-    seen = 0
-    while stack and seen < max_paths:
-        path = stack.pop()
-        seen += 1
-        space = _Explorer(techniques, overrides, path)
-        hook(space=space)
-        for name, spec in space.defaults.items():
-            defaults.setdefault(name, spec)
-        for name, spec in space.specs.items():
-            effective.setdefault(name, spec)
-        problems.extend(p for p in space.problems if p not in problems)
-        # Every branch point beyond the fixed prefix spawns its alternatives.
-        for depth in range(len(path), len(space.branch_points)):
-            for alt in range(1, space.branch_points[depth]):
-                stack.append(path + [0] * (depth - len(path)) + [alt])
+    for call in _separate_calls(hook):
+        stack: list[list[int]] = [[]]
+        seen = 0
+        while stack and seen < max_paths:
+            path = stack.pop()
+            seen += 1
+            space = _Explorer(techniques, overrides, path, hooks)
+            call(space=space)
+            for name, spec in space.defaults.items():
+                defaults.setdefault(name, spec)
+            for name, spec in space.specs.items():
+                effective.setdefault(name, spec)
+            problems.extend(p for p in space.problems if p not in problems)
+            # Every branch point beyond the fixed prefix spawns its alternatives.
+            for depth in range(len(path), len(space.branch_points)):
+                for alt in range(1, space.branch_points[depth]):
+                    stack.append(path + [0] * (depth - len(path)) + [alt])
     return SpaceReport(defaults, effective, problems)
+
+
+def _separate_calls(hook: Any) -> list[Any]:
+    """One callable per implementation of a pluggy hook caller; ``[hook]`` for anything else."""
+    impls = hook.get_hookimpls() if hasattr(hook, "get_hookimpls") else None
+    if not impls or any(impl.hookwrapper or impl.wrapper for impl in impls):
+        return [hook]
+
+    def one(impl: Any) -> Any:
+        return lambda space: impl.function(*[{"space": space}[arg] for arg in impl.argnames])
+
+    return [one(impl) for impl in impls]
 
 
 def is_finite_number(value: Any) -> bool:

@@ -240,6 +240,40 @@ def test_autobert_modify_datasets_extra_columns_reach_compute_loss_as_extras(tin
         assert (weights > 0).all()
 
 
+def test_autobert_augmenters_a_registered_method_is_searched_and_extends_the_training_split(tiny_study):
+    from autobert.plugins.augmentation import Augmenter
+
+    sizes = []
+
+    class Shout(Augmenter):
+        namespace = "probe"
+
+        def search_space(self, space):
+            space.suggest_int("probe.copies", 2, 2)
+
+        def augment(self, texts, labels, run, seed):
+            return [[text.upper()] * run.params["probe.copies"] for text in texts]
+
+    class Probe:
+        @hookimpl
+        def autobert_augmenters(self):
+            return {"shout": Shout()}
+
+        @hookimpl(trylast=True)
+        def autobert_modify_datasets(self, datasets):
+            sizes.append({split: len(ds) for split, ds in datasets.items()})
+
+    path = tiny_study(techniques={"finetune": {"epochs": 1, "batch_size": 16},
+                                  "augmentation": {"ratio": 0.25, "method": "shout"}})
+    study = load_study(path)
+    pm = get_plugin_manager(only=["finetune", "augmentation"])
+    pm.register_technique(Probe(), Technique("probe", f"{__name__}:Probe", "autobert-tests", "0"))
+    trial = completed(run_search(study, pm, validate_study(study, pm), n_trials=1))
+
+    assert trial.params["augmentation.method"] == "shout" and trial.params["probe.copies"] == 2
+    assert sizes == [{"train": TRAIN_ROWS + 2 * TRAIN_ROWS // 4, "validation": VALIDATION_ROWS, "test": VALIDATION_ROWS}]
+
+
 def test_autobert_tokenize_output_is_what_the_model_sees(tiny_study):
     batches = []
     constant = []

@@ -41,7 +41,7 @@ class TechniqueConformance:
     def test_parameters_are_namespaced(self, plugin_manager):
         from autobert.space import explore
 
-        report = explore(plugin_manager.hook.autobert_search_space, plugin_manager.techniques)
+        report = explore(plugin_manager.hook.autobert_search_space, plugin_manager.techniques, hooks=plugin_manager.hook)
         own = [n for n in report.defaults if n.startswith(self.technique + ".")]
         others = [n for n in report.defaults if n.split(".", 1)[0] not in plugin_manager.techniques]
         assert not others, f"parameters outside any technique's namespace: {others}"
@@ -63,7 +63,7 @@ class TechniqueConformance:
         assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
         from autobert.space import explore
 
-        declared = [n for n in explore(plugin_manager.hook.autobert_search_space, plugin_manager.techniques).defaults
+        declared = [n for n in explore(plugin_manager.hook.autobert_search_space, plugin_manager.techniques, hooks=plugin_manager.hook).defaults
                     if n.startswith(self.technique + ".")]
         if declared:
             assert any(n.startswith(self.technique + ".") for n in trial.params), (

@@ -1,0 +1,71 @@
+"""The augmenter contract: what a method registered through ``autobert_augmenters`` must do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Augmenter:
+    """One data-augmentation method, chosen per trial by ``augmentation.method``.
+
+    Lifecycle: every plugin's ``autobert_augmenters()`` maps names to
+    augmenters; the ``augmentation`` technique draws ``augmentation.method``
+    among the names, then calls the chosen augmenter's :meth:`search_space` (so
+    a method's parameters exist only in the trials that use it). Once per
+    trial it picks the training rows to augment and calls :meth:`augment` on
+    their texts, unless the cache under ``run.cache_dir`` already holds the
+    result for the same :meth:`identity`, seed, rows and training data.
+
+    Invariants: ``augment`` sees training texts only, never validation or test
+    ones; it returns one list per input text, in order; it is deterministic
+    for a given ``seed``, since its output is cached and shared by every trial
+    with the same identity. The technique gives each new text its source
+    row's label (and every other column).
+
+    Attributes:
+        namespace: The technique that owns the method's parameters and settings
+            (its entry-point name). The default :meth:`identity` hashes every
+            parameter and setting under it, and ``version``.
+        version: Bump when the method's output changes for the same inputs, so
+            that cached results are not reused.
+    """
+
+    namespace: str = ""
+    version: int = 1
+
+    def search_space(self, space: Any) -> None:
+        """Draw this method's parameters (``space.suggest_*``, named ``<namespace>.<param>``).
+
+        Called only in trials that chose this method. The default draws nothing.
+        """
+
+    def identity(self, run: Any) -> dict[str, Any]:
+        """Everything the method's output depends on, besides the texts, labels and seed.
+
+        The default: ``version`` and this trial's parameters and settings under
+        ``namespace``. A method that reads anything else must add it.
+        """
+        prefix = f"{self.namespace}."
+        return {
+            "version": self.version,
+            "params": {k: v for k, v in sorted(run.params.items()) if k.startswith(prefix)},
+            "settings": {k: v for k, v in sorted(run.settings.items()) if k.startswith(prefix)},
+        }
+
+    def augment(self, texts: list[str], labels: list[int], run: Any, seed: int) -> list[list[str]]:
+        """Return new texts for each of ``texts``.
+
+        Args:
+            texts: The training texts chosen for augmentation.
+            labels: Their label ids (``run.label_names[i]`` names one), e.g.
+                for label-conditioned methods.
+            run: The trial (``run.params``, ``run.settings``, ``run.study``);
+                ``run.metadata["augmentation"]["train_size"]`` is the size of
+                the whole training split, for size-dependent defaults.
+            seed: Seed every random choice with it.
+
+        Returns:
+            One list per text, in order, of new texts (possibly empty). A
+            new text equal to its source is dropped by the technique.
+        """
+        raise NotImplementedError
