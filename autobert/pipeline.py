@@ -298,6 +298,7 @@ def run_pipeline(
 
     checkpoint = resolve_model(study)
     study_dir = study.study_dir
+    study_dir.mkdir(parents=True, exist_ok=True)
     study.cache_path.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"trial-{getattr(trial, 'number', 'fixed')}-", dir=study_dir))
     run = TrialRun(
