@@ -117,9 +117,13 @@ def autobert_modify_datasets(datasets: dict[str, Dataset], run: TrialRun) -> Non
 
 
 @hookspec
-def autobert_augmenters() -> Mapping[str, Any] | None:
+def autobert_augmenters(settings: dict[str, Any]) -> Mapping[str, Any] | None:
     """Register data-augmentation methods for the ``augmentation`` technique.
 
+    :param settings: Every enabled technique's settings (see
+        :func:`autobert_settings`), the study file's or the default. A method
+        that cannot run as configured (back-translation without its two
+        models) registers nothing, so it is no choice.
     :return: ``{name: augmenter}``, each augmenter an
         :class:`autobert.plugins.augmentation.Augmenter` (its ``search_space``
         draws the method's own parameters, its ``augment`` turns a batch of

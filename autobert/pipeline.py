@@ -99,7 +99,7 @@ class TrialRun:
             settings (see ``autobert_settings``), paths resolved.
         hooks: The plugin manager's hook relay (``pm.hook``), for a technique
             that offers an extension point of its own
-            (``run.hooks.autobert_augmenters()``).
+            (``run.hooks.autobert_augmenters(settings=run.settings)``).
     """
 
     study: StudyConfig

@@ -143,8 +143,8 @@ class SearchSpace:
         overrides: ``{"finetune.learning_rate": override}`` from the study file.
         hooks: The plugin manager's hook relay (``pm.hook``), so that a
             technique offering an extension point of its own can ask the other
-            plugins (``space.hooks.autobert_augmenters()``); ``None`` outside a
-            plugin manager.
+            plugins (``space.hooks.autobert_augmenters(settings=space.settings)``);
+            ``None`` outside a plugin manager.
     """
 
     def __init__(self, trial: Any, techniques: Iterable[str], overrides: Mapping[str, Any] | None = None,
@@ -155,6 +155,24 @@ class SearchSpace:
         self.hooks = hooks
         self.params: dict[str, Any] = {}
         self.specs: dict[str, ParamSpec] = {}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every enabled technique's settings (see ``autobert_settings``): the study file's value or the default.
+
+        Paths are as written, not resolved. Lets a technique offer only what
+        the study configured (back-translation without translation models is
+        no choice). Empty outside a plugin manager.
+        """
+        if self.hooks is None:
+            return {}
+        from autobert.settings import Setting
+
+        values: dict[str, Any] = {}
+        for impl in self.hooks.autobert_settings.get_hookimpls():
+            for name, setting in (impl.function() or {}).items():
+                values[name] = self.overrides.get(name, setting.default if isinstance(setting, Setting) else setting)
+        return values
 
     # -- the plugin-facing API ---------------------------------------------
 

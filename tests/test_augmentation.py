@@ -389,8 +389,33 @@ def test_settings_problems_are_reported_before_any_trial(tmp_path):
 
 def test_an_unknown_method_in_the_study_names_the_registered_ones(tmp_path):
     study = study_at(tmp_path, augmentation={"method": ["eda", "synonyms"]})
-    with pytest.raises(ConfigError, match="'synonyms' is not a choice.*backtranslation.*contextual.*eda"):
+    with pytest.raises(ConfigError, match="'synonyms' is not a choice.*contextual.*eda"):
         validate_study(study, plugin_manager())
+
+
+def test_back_translation_is_no_choice_until_both_models_are_set(tmp_path):
+    study = study_at(tmp_path, augmentation={"method": ["eda", "backtranslation"]})
+    with pytest.raises(ConfigError) as caught:
+        validate_study(study, plugin_manager())
+    assert "'backtranslation' is not a choice" in str(caught.value)
+    assert "set techniques.backtranslation.forward_model and backward_model" in str(caught.value)
+
+
+def test_back_translation_in_a_trial_with_local_models(tmp_path, tiny_marians):
+    forward, backward = tiny_marians
+    study = study_at(tmp_path, augmentation={"ratio": 0.25, "method": "backtranslation"},
+                     backtranslation={"forward_model": forward, "backward_model": backward, "copies": 1})
+    spy = Spy()
+    pm = plugin_manager(("spy", spy))
+    data = validate_study(study, pm)
+
+    run_pipeline(study, FixedTrial(params(0.25, "backtranslation", **{"backtranslation.temperature": 1.0,
+                                                                       "backtranslation.copies": 1})), pm, data)
+
+    (seen, noted), = spy.seen
+    added = seen["train"][0][N_TRAIN:]
+    assert noted["method"] == "backtranslation" and 0 < len(added) <= 16
+    assert all(isinstance(t, str) and t.strip() for t in added)
 
 
 class TestAugmentationConformance(TechniqueConformance):

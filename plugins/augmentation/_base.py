@@ -8,8 +8,8 @@ from typing import Any
 class Augmenter:
     """One data-augmentation method, chosen per trial by ``augmentation.method``.
 
-    Lifecycle: every plugin's ``autobert_augmenters()`` maps names to
-    augmenters; the ``augmentation`` technique draws ``augmentation.method``
+    Lifecycle: every plugin's ``autobert_augmenters(settings)`` maps names
+    to augmenters; the ``augmentation`` technique draws ``augmentation.method``
     among the names, then calls the chosen augmenter's :meth:`search_space` (so
     a method's parameters exist only in the trials that use it). Once per
     trial it picks the training rows to augment and calls :meth:`augment` on

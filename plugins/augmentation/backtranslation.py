@@ -2,11 +2,14 @@
 
 Two ``transformers`` sequence-to-sequence models, the settings
 ``backtranslation.forward_model`` (source -> pivot) and
-``backtranslation.backward_model`` (pivot -> source), default MarianMT
-English -> German -> English from the hub (``Helsinki-NLP/opus-mt-en-de``,
+``backtranslation.backward_model`` (pivot -> source), e.g. MarianMT English
+-> German -> English (``Helsinki-NLP/opus-mt-en-de``,
 ``Helsinki-NLP/opus-mt-de-en``). Each may be a folder (relative to the study
 file), a ``package:NAME`` model package or a hub id; a hub id needs the
-network, or the models in the local Hugging Face cache. Both directions
+network, or the models in the local Hugging Face cache. Until both are set,
+back-translation registers no augmenter, so it is no choice of
+``augmentation.method`` and a default search never reaches for the network.
+Both directions
 sample (``backtranslation.temperature``; higher gives more varied
 paraphrases, as in Edunov et al. 2018), ``backtranslation.copies`` round
 trips per source, in batches of ``backtranslation.batch_size``.
@@ -35,18 +38,25 @@ MAX_LENGTH = 128
 @hookimpl
 def autobert_settings():
     return {
-        FORWARD: Setting("Helsinki-NLP/opus-mt-en-de", help="seq2seq model, source -> pivot language"),
-        BACKWARD: Setting("Helsinki-NLP/opus-mt-de-en", help="seq2seq model, pivot -> source language"),
+        FORWARD: Setting(None, help="seq2seq model, source -> pivot language (e.g. Helsinki-NLP/opus-mt-en-de)"),
+        BACKWARD: Setting(None, help="seq2seq model, pivot -> source language (e.g. Helsinki-NLP/opus-mt-de-en)"),
         BATCH_SIZE: Setting(16, help="sentences per generate() call"),
     }
 
 
 @hookimpl
-def autobert_validate_study(settings):
+def autobert_validate_study(study, settings):
     problems = []
-    for name in (FORWARD, BACKWARD):
-        if not isinstance(settings.get(name), str) or not settings.get(name):
+    models = [settings.get(FORWARD), settings.get(BACKWARD)]
+    for name, value in zip((FORWARD, BACKWARD), models):
+        if value is not None and (not isinstance(value, str) or not value):
             problems.append(f"techniques.backtranslation.{name.split('.', 1)[1]}: give a folder, package:NAME or hub id")
+    methods = study.overrides.get("augmentation.method")
+    methods = methods if isinstance(methods, list) else [methods]
+    if "backtranslation" in methods and not all(models):
+        problems.append("techniques.augmentation.method: back-translation needs two translation models; set "
+                        "techniques.backtranslation.forward_model and backward_model (folders or hub ids, e.g. "
+                        "Helsinki-NLP/opus-mt-en-de and Helsinki-NLP/opus-mt-de-en)")
     size = settings.get(BATCH_SIZE)
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         problems.append(f"techniques.backtranslation.batch_size: {size!r} is not a positive integer")
@@ -54,7 +64,9 @@ def autobert_validate_study(settings):
 
 
 @hookimpl
-def autobert_augmenters():
+def autobert_augmenters(settings):
+    if not (settings.get(FORWARD) and settings.get(BACKWARD)):
+        return None
     return {"backtranslation": BackTranslation()}
 
 

@@ -3,9 +3,9 @@
 Each trial draws ``augmentation.ratio``, the share of training rows to
 augment (``0``: off, the data is left untouched), and, when it is above 0,
 ``augmentation.method``, one of the augmenters registered through the
-``autobert_augmenters`` hook (the built-in ``eda``, ``contextual`` and
-``backtranslation`` techniques, and any third-party one). The chosen
-augmenter then draws its own parameters.
+``autobert_augmenters`` hook (the built-in ``eda``, ``contextual`` and,
+once its two models are set, ``backtranslation`` techniques, and any
+third-party one). The chosen augmenter then draws its own parameters.
 
 ``round(ratio * n)`` training rows, drawn with the trial's seed, are handed
 to the augmenter; every new text becomes a new training row that copies its
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 @hookimpl
 def autobert_search_space(space):
-    augmenters = registered(space.hooks, space.techniques)
+    augmenters = registered(space.hooks, space.settings, space.techniques)
     if not augmenters:
         return
     if space.suggest_categorical(RATIO, RATIOS) > 0:
@@ -65,7 +65,7 @@ def autobert_modify_datasets(datasets, run):
     from autobert.data import fingerprint
 
     method = run.params[METHOD]
-    augmenter = registered(run.hooks, _installed_enabled(run))[method]
+    augmenter = registered(run.hooks, run.settings, _installed_enabled(run))[method]
     train = datasets["train"]
     texts, labels = list(train["text"]), list(train["label"])
     chosen = chosen_rows(len(texts), ratio, run.seed)
@@ -99,8 +99,8 @@ def autobert_modify_datasets(datasets, run):
 # --------------------------------------------------------------------------
 
 
-def registered(hooks: Any, techniques: Any = ()) -> dict[str, Any]:
-    """``{name: augmenter}`` from every plugin's ``autobert_augmenters``.
+def registered(hooks: Any, settings: dict[str, Any], techniques: Any = ()) -> dict[str, Any]:
+    """``{name: augmenter}`` from every plugin's ``autobert_augmenters(settings)``.
 
     ``hooks`` is the plugin manager's relay (``space.hooks``, ``run.hooks``);
     without one (a space or run built outside a plugin manager), the installed
@@ -116,7 +116,8 @@ def registered(hooks: Any, techniques: Any = ()) -> dict[str, Any]:
     found: dict[str, Any] = {}
     owners: dict[str, str] = {}
     for impl in hooks.autobert_augmenters.get_hookimpls():
-        for name, augmenter in (impl.function() or {}).items():
+        answer = impl.function(*[{"settings": settings}[arg] for arg in impl.argnames])
+        for name, augmenter in (answer or {}).items():
             if name in found:
                 raise PluginError(f"techniques {owners[name]!r} and {impl.plugin_name!r} both register the augmenter "
                                   f"{name!r}; disable one of them (disable: [{impl.plugin_name}])")
