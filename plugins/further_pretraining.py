@@ -427,6 +427,10 @@ class _StageJob:
             def _get_train_sampler(self, train_dataset=None):
                 return torch.utils.data.SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
 
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                return masked_only_loss(model, inputs) if not return_outputs else super().compute_loss(
+                    model, inputs, return_outputs, num_items_in_batch)
+
         args = TrainingArguments(
             output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size,
             learning_rate=self.lr, lr_scheduler_type="constant_with_warmup",
@@ -444,6 +448,27 @@ class _StageJob:
 
         self.trainer.remove_callback(PrinterCallback)
         self.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+
+def masked_only_loss(model, inputs):
+    """The MLM loss with the vocabulary projection computed at the masked positions only.
+
+    The same loss as ``model(**inputs).loss``, without projecting the ~85% of
+    positions that have no label onto the whole vocabulary (the costliest
+    matrix product of a small encoder). Falls back to the full forward for a
+    model whose head is not one module (``cls`` as in BERT, ``lm_head`` as in RoBERTa).
+    """
+    import torch.nn.functional as F
+
+    head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
+    if head is None:
+        return model(**inputs).loss
+    labels = inputs["labels"]
+    encoder_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    hidden = model.base_model(**encoder_inputs).last_hidden_state
+    chosen = labels != -100
+    logits = head(hidden[chosen])
+    return F.cross_entropy(logits.float(), labels[chosen])
 
 
 class VisitStream:

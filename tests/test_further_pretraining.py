@@ -287,3 +287,21 @@ def test_without_a_domain_corpus_only_none_and_task_are_searched(tmp_path):
     with_corpus = explore(pm.hook.autobert_search_space, pm.techniques,
                           {"further_pretraining.domain_corpus": "x.txt"}, hooks=pm.hook)
     assert with_corpus.defaults["further_pretraining.stages"].choices == ("none", "task", "domain", "domain+task")
+
+
+def test_the_loss_over_masked_positions_only_is_the_models_own_mlm_loss(tmp_path):
+    from transformers import AutoTokenizer
+
+    from autobert.plugins.further_pretraining import VisitStream, masked_only_loss
+    from autobert.plugins.masking import MaskingCollator, encode_corpus
+    from autobert.testing import make_tiny_model
+
+    path = make_tiny_model(tmp_path / "tiny")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_mlm(str(path)).eval()
+    rows = encode_corpus(DOMAIN[:16], tokenizer, 32)
+    batch = MaskingCollator(tokenizer, DynamicMasking(), 0.3, 0)([VisitStream(rows, 16, 0)[i] for i in range(16)])
+    with torch.no_grad():
+        assert torch.allclose(masked_only_loss(model, batch), model(**batch).loss, atol=1e-6)
