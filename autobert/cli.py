@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int, help="run this many more trials (default: the study's budget)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--export", type=Path, help="where to write the best frozen config (default: <study dir>/best.yaml)")
+    p.add_argument("--init-only", action="store_true",
+                   help="create the study in its storage (or check the stored one) and stop; run it once before starting several workers")
 
     p = sub.add_parser("train", help="train a frozen config's recipe")
     p.add_argument("frozen", help="a frozen config (best.yaml)")
@@ -96,14 +99,24 @@ def _prepare(args):
 def cmd_search(args) -> int:
     from autobert.display import SearchProgress, leaderboard
     from autobert.search import export_best, run_search, trial_summary
+    from autobert.storage import shown
 
     study, pm, data = _prepare(args)
+    if args.init_only:
+        from autobert.search import init_study
+
+        opened = init_study(study, pm, args.storage)
+        console.print(f"[green]ready[/]: study {study.name!r} in {shown(args.storage or study.storage_url)} "
+                      f"({len(opened.trials)} trial(s) stored); start the workers with the same study file and --storage")
+        return 0
     n_trials = args.n_trials if args.n_trials is not None else (None if args.timeout else study.budget.trials)
     timeout = args.timeout if args.timeout is not None else (None if args.n_trials else study.budget.timeout)
     console.print(
         f"[bold]{study.name}[/]: {n_trials or 'unlimited'} trial(s), techniques: {', '.join(sorted(pm.techniques))}; "
-        f"storage {args.storage or study.storage_url}"
+        f"storage {shown(args.storage or study.storage_url)}"
     )
+    # Schedulers stop workers with SIGTERM: end the running trial as cleanly as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     with SearchProgress(console, n_trials, study.direction, study.metric) as progress:
         try:
             opened = run_search(
@@ -117,6 +130,8 @@ def cmd_search(args) -> int:
                 "Run the same command to resume."
             )
             return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     console.print(leaderboard(opened, study.metric))
     if trial_summary(opened).get("complete"):
         path = export_best(study, opened, pm, data, args.export)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import os
+import random
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +22,7 @@ from autobert.pipeline import Progress, TrialResult, load_tokenizer, mean_std, m
 from autobert.plugin_manager import PluginManager, available_technique_names, get_plugin_manager
 from autobert.settings import declared_settings, relocated_settings, resolve_settings
 from autobert.space import explore
+from autobert.storage import SQLiteWorkerLock, open_storage, recover_dead_trials, shown, storage_kind
 
 
 # ---------------------------------------------------------------------------
@@ -123,11 +127,22 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
 # ---------------------------------------------------------------------------
 
 
-def make_sampler(study: StudyConfig, n_existing: int = 0) -> optuna.samplers.BaseSampler:
+def worker_name() -> str:
+    """``host:pid``, recorded on every trial (user attribute ``worker``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_sampler(study: StudyConfig, n_existing: int = 0, worker: int | None = None) -> optuna.samplers.BaseSampler:
     """The study's sampler. A resumed study offsets the seed by its trial count,
-    so it goes on exploring instead of replaying the first run's draws."""
+    so it goes on exploring instead of replaying the first run's draws; a
+    ``worker`` id (its process id) is mixed in too, so that workers starting
+    together on one study draw different recipes."""
     cfg = study.sampler
     seed = None if cfg.seed is None else cfg.seed + n_existing
+    if seed is not None and worker is not None:
+        import numpy as np
+
+        seed = int(np.random.SeedSequence([seed, worker]).generate_state(1)[0])
     if cfg.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     kwargs = {"seed": seed}
@@ -152,47 +167,48 @@ def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def make_storage(study: StudyConfig, override: str | None = None) -> str | optuna.storages.BaseStorage:
+def make_storage(study: StudyConfig, override: str | None = None) -> optuna.storages.BaseStorage:
     """The study's storage: an SQLAlchemy URL (sqlite, postgresql, mysql) or
-    ``journal:///PATH`` for Optuna's journal file (relative to the study file)."""
-    url = override or study.storage_url
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = study.resolve_path(url.removeprefix("journal:").removeprefix("//"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    elif "://" not in url:
-        raise ConfigError("study file", [
-            f"storage: {url!r} is not a storage URL; use sqlite:///PATH, postgresql://USER@HOST/DB or journal:///PATH"
-        ])
-    return url
+    ``journal:///PATH`` for Optuna's journal file (relative to the study file);
+    see :mod:`autobert.storage`."""
+    return open_storage(override or study.storage_url, study.resolve_path, study.heartbeat)
 
 
 def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
-    """Create the study in its storage, or load it to resume."""
+    """Create the study in its storage, or load it to resume.
+
+    Safe for workers starting together: the storage's schema and the study are
+    created by whichever comes first, the others load them.
+    """
     url = storage or study.storage_url
     backend = make_storage(study, storage)
-    try:
-        opened = optuna.create_study(
-            study_name=study.name, storage=backend, sampler=make_sampler(study), pruner=make_pruner(study),
-            direction=study.direction, load_if_exists=True,
-        )
-    except (ValueError, ImportError) as exc:
-        raise ConfigError("study file", [f"storage {url!r}: {exc}"]) from None
-    except Exception as exc:  # sqlalchemy's OperationalError and friends
-        raise ConfigError("study file", [
-            f"storage {url!r}: cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
-            "check the URL, that the server is running, and that the path is writable"
-        ]) from None
-    opened.sampler = make_sampler(study, len(opened.get_trials(deepcopy=False)))
+    opened = None
+    for attempt in range(5):
+        try:
+            opened = optuna.create_study(
+                study_name=study.name, storage=backend, sampler=make_sampler(study), pruner=make_pruner(study),
+                direction=study.direction, load_if_exists=True,
+            )
+            break
+        except (ValueError, ImportError) as exc:
+            raise ConfigError("study file", [f"storage {shown(url)!r}: {exc}"]) from None
+        except Exception as exc:  # sqlalchemy's OperationalError and friends
+            if attempt < 4 and ("IntegrityError" in type(exc).__name__ or isinstance(exc, optuna.exceptions.DuplicatedStudyError)):
+                time.sleep(random.uniform(0.2, 1.0))  # another worker created it first: load it
+                continue
+            raise ConfigError("study file", [
+                f"storage {shown(url)!r}: cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                "check the URL, that the server is running, and that the path is writable"
+            ]) from None
+    n_existing = len(opened.get_trials(deepcopy=False))
+    # Workers sharing a study start together: each gets its own sampler seed, or they draw the same recipes.
+    opened.sampler = make_sampler(study, n_existing, os.getpid() if storage_kind(url) != "sqlite" else None)
     if opened.direction.name.lower() != study.direction:
         raise ConfigError(
             "study file",
-            [f"direction: the stored study {study.name!r} maximises/minimises differently "
-             f"({opened.direction.name.lower()}); use a new study name to change direction"],
+            [f"direction: the stored study {study.name!r} is set to {opened.direction.name.lower()}, the study file "
+             f"says {study.direction}; a study cannot change direction: restore `direction: "
+             f"{opened.direction.name.lower()}` or use a new study name"],
         )
     stored_metric = opened.user_attrs.get("metric")
     if stored_metric is None:
@@ -201,9 +217,51 @@ def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
         raise ConfigError(
             "study file",
             [f"metric: the stored study {study.name!r} optimises {stored_metric!r}, not {study.metric!r}; "
-             "use a new study name to change the metric"],
+             f"restore `metric: {stored_metric}` or use a new study name to change the metric"],
         )
     return opened
+
+
+def changed_space(study: StudyConfig, pm: PluginManager, opened: optuna.Study) -> list[str]:
+    """What the study file changed in the space that the stored trials cannot continue with.
+
+    Ranges may change between runs of one study; a parameter's kind, its log
+    scale and a categorical's choices may not (Optuna refuses them trial by
+    trial). Compared against the distribution each parameter last had.
+    """
+    stored: dict[str, optuna.distributions.BaseDistribution] = {}
+    for trial in opened.get_trials(deepcopy=False):
+        stored.update(trial.distributions)
+    report = explore(pm.hook.autobert_search_space, pm.techniques, study.overrides, hooks=pm.hook)
+    problems = []
+    for name, spec in sorted(report.effective.items()):
+        old = stored.get(name)
+        if old is None:
+            continue
+        key = f"techniques.{spec.technique}.{spec.short_name}"
+        fix = "restore it, or use a new study name (change `name`) to search the new space"
+        kinds = {"float": optuna.distributions.FloatDistribution, "int": optuna.distributions.IntDistribution,
+                 "categorical": optuna.distributions.CategoricalDistribution}
+        if not isinstance(old, kinds[spec.kind]):
+            problems.append(f"{key}: the stored study searched it as {_kind(old)}, the study file gives {spec.kind}; {fix}")
+        elif spec.kind == "categorical" and tuple(old.choices) != tuple(spec.choices):
+            problems.append(
+                f"{key}: the stored study searched other choices ({list(old.choices)}; the study file now gives "
+                f"{list(spec.choices)}), and Optuna cannot change a categorical parameter's choices within one "
+                f"study; keep the stored choices or start a new study (change `name`)"
+            )
+        elif spec.kind != "categorical" and bool(old.log) != bool(spec.log):
+            problems.append(
+                f"{key}: the stored study searched it on a {'log' if old.log else 'linear'} scale, the study file "
+                f"gives log: {str(bool(spec.log)).lower()}; {fix}"
+            )
+    return problems
+
+
+def _kind(distribution: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return "categorical"
+    return "int" if isinstance(distribution, optuna.distributions.IntDistribution) else "float"
 
 
 def make_objective(
@@ -228,6 +286,7 @@ def make_objective(
             )
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_name())
         trial.set_user_attr("seed", seeds[0])
         trial.set_user_attr("seeds", seeds)
         start = time.perf_counter()
@@ -246,6 +305,9 @@ def make_objective(
             raise
         except Exception as exc:
             reason = str(exc) if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
+            if _out_of_memory(exc):
+                reason += "; the recipe ran out of memory: narrow finetune.batch_size or lower max_length"
+                _free_accelerator_memory()
             trial.set_user_attr("fail_reason", reason[:2000])
             raise TrialFailed(reason) from exc
         finally:
@@ -256,6 +318,22 @@ def make_objective(
         return result.value
 
     return objective
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _mean_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:
@@ -277,13 +355,45 @@ def run_search(
     progress: Progress | None = None,
     callbacks: list[Callable] = (),
 ) -> optuna.Study:
-    """Run ``n_trials`` more trials (or until ``timeout``); the study resumes where it was."""
+    """Run ``n_trials`` more trials (or until ``timeout``); the study resumes where it was.
+
+    Before any trial: on SQLite, take the one-worker lock and fail (and queue
+    again) the trials a dead worker left RUNNING; everywhere, refuse a study
+    file whose space the stored trials cannot continue with.
+
+    Raises:
+        ConfigError: the space changed incompatibly, or a trial hit a configuration problem.
+        AutobertError: another worker holds the SQLite study.
+    """
+    url = storage or study.storage_url
+    lock = SQLiteWorkerLock(url).acquire() if storage_kind(url) == "sqlite" else None
+    try:
+        opened = open_study(study, storage)
+        problems = changed_space(study, pm, opened)
+        if problems:
+            raise ConfigError("study file", problems)
+        if lock is not None:
+            recover_dead_trials(opened, study.heartbeat.retries)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        opened.optimize(
+            make_objective(study, pm, data, progress),
+            n_trials=n_trials, timeout=timeout, catch=(TrialFailed,), callbacks=list(callbacks),
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+    return opened
+
+
+def init_study(study: StudyConfig, pm: PluginManager, storage: str | None = None) -> optuna.Study:
+    """Create the study and its storage's schema (or check a stored one) without running a trial.
+
+    Run once before starting several workers, so they only ever load it.
+    """
     opened = open_study(study, storage)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    opened.optimize(
-        make_objective(study, pm, data, progress),
-        n_trials=n_trials, timeout=timeout, catch=(TrialFailed,), callbacks=list(callbacks),
-    )
+    problems = changed_space(study, pm, opened)
+    if problems:
+        raise ConfigError("study file", problems)
     return opened
 
 
@@ -305,8 +415,11 @@ def best_trial(opened: optuna.Study) -> optuna.trial.FrozenTrial:
 def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: optuna.trial.FrozenTrial, where: Path) -> FrozenConfig:
     """The study with every parameter fixed to ``trial``'s values, plus provenance."""
     raw = relocate(study, where)
-    for key in ("storage", "output_dir", "provenance"):
+    for key in ("storage", "heartbeat", "output_dir", "provenance"):
         raw.pop(key, None)
+    if "cache_dir" not in raw and study.cache_path.is_dir():
+        # `autobert train` reuses the search's cached stages (the same checkpoints, so the same metric).
+        raw["cache_dir"] = os.path.relpath(study.cache_path, Path(where).resolve())
     techniques: dict[str, dict[str, Any]] = {name: {} for name in sorted(pm.techniques)}
     for name, value in sorted(trial.params.items()):
         technique, short = name.split(".", 1)
@@ -335,7 +448,14 @@ def export_best(study: StudyConfig, opened: optuna.Study, pm: PluginManager, dat
     """Write the best trial's frozen config atomically (default ``<study dir>/best.yaml``)."""
     path = Path(path) if path else study.study_dir / "best.yaml"
     frozen = frozen_config(study, pm, data, best_trial(opened), path.parent)
-    write_atomic(path, frozen.to_yaml())
+    try:
+        write_atomic(path, frozen.to_yaml())
+    except OSError as exc:
+        kept = f"the previous {path.name} is unchanged" if path.is_file() else f"no {path.name} was written"
+        raise AutobertError(
+            f"cannot write the best recipe to {path} ({exc.strerror or exc}); {kept}. The study itself is stored: "
+            "free some space or choose a writable --export path, then run `autobert best STUDY.yaml --export PATH`"
+        ) from None
     return path
 
 
@@ -366,6 +486,6 @@ def trial_summary(opened: optuna.Study) -> dict[str, int]:
 
 
 __all__ = [
-    "validate_study", "open_study", "run_search", "export_best", "frozen_config", "check_frozen",
+    "validate_study", "open_study", "init_study", "changed_space", "run_search", "export_best", "frozen_config", "check_frozen",
     "replay_trial", "plugin_manager_for", "trial_summary", "dump_yaml",
 ]

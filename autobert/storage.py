@@ -123,12 +123,13 @@ class JournalStorageWithHeartbeat(JournalStorage, BaseHeartbeat):
         return self._callback
 
 
-def open_storage(url: str, resolve: Callable[[str], Path], heartbeat: HeartbeatConfig) -> BaseStorage:
+def open_storage(url: str, resolve: Callable[[str], Path] | None = None,
+                 heartbeat: HeartbeatConfig = HeartbeatConfig()) -> BaseStorage:
     """Open (creating the schema if needed) the storage at ``url``.
 
     Args:
         url: ``sqlite:///PATH``, ``journal:///PATH`` or another SQLAlchemy URL.
-        resolve: Turns a relative journal path into a path (relative to the study file).
+        resolve: Turns a relative journal path into a path (e.g. relative to the study file).
         heartbeat: Heartbeat interval, grace period and retries (not used by SQLite).
 
     Raises:
@@ -137,9 +138,12 @@ def open_storage(url: str, resolve: Callable[[str], Path], heartbeat: HeartbeatC
     """
     retry = _retry(heartbeat.retries)
     if storage_kind(url) == "journal":
-        return _open_journal(resolve(url.removeprefix("journal:").removeprefix("//")), heartbeat, retry)
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url.removeprefix("postgres://")  # SQLAlchemy dropped the short alias
+        return _open_journal((resolve or Path)(url.removeprefix("journal:").removeprefix("//")), heartbeat, retry)
+    given = url
+    for short in ("postgres://", "postgresql://"):
+        if url.startswith(short):
+            # SQLAlchemy's default PostgreSQL driver differs between versions; autobert depends on psycopg 3.
+            url = "postgresql+psycopg://" + url.removeprefix(short)
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme.split("+", 1)[0] not in RDB_DIALECTS:
         raise ConfigError("study file", [
@@ -165,7 +169,7 @@ def open_storage(url: str, resolve: Callable[[str], Path], heartbeat: HeartbeatC
             heartbeat_interval=None if kind == "sqlite" else heartbeat.interval,
             grace_period=None if kind == "sqlite" else heartbeat.grace_period,
             heartbeat_stale_trial_callback=None if kind == "sqlite" else retry,
-        ), url)
+        ), given)
 
 
 def _with_retries(create: Callable[[], BaseStorage], url: str, attempts: int = 5) -> BaseStorage:
@@ -176,7 +180,7 @@ def _with_retries(create: Callable[[], BaseStorage], url: str, attempts: int = 5
         try:
             return create()
         except ImportError as exc:
-            driver = "psycopg2-binary" if url.startswith("postgresql") else "the database's driver"
+            driver = "'psycopg[binary]'" if url.startswith("postgres") else "the database's driver"
             raise ConfigError("study file", [
                 f"storage {shown(url)!r}: the database driver is not installed ({exc}); pip install {driver}"
             ]) from None

@@ -165,13 +165,12 @@ def test_changing_a_categorical_parameters_choices_ends_the_study_with_one_messa
     write_study(tmp_path, name="changed", only=["finetune"],
                 techniques={"finetune": {**fixed, "epochs": 2, "batch_size": [16]}})
     assert main(["search", str(path), "--n-trials", "1"]) == 0
-    # ... but Optuna cannot change a categorical's choices: a clear error, no failed trials piling up.
+    # ... but Optuna cannot change a categorical's choices: a clear error before any trial runs.
     write_study(tmp_path, name="changed", only=["finetune"], techniques={"finetune": {**fixed, "batch_size": [32]}})
     capsys.readouterr()
     assert main(["search", str(path), "--n-trials", "3"]) == 2
     assert "techniques.finetune.batch_size: the stored study searched other choices" in capsys.readouterr().err
-    states = [t.state for t in _trials(path, "changed")]
-    assert states[:2] == [TrialState.COMPLETE, TrialState.COMPLETE] and len(states) == 3
+    assert [t.state for t in _trials(path, "changed")] == [TrialState.COMPLETE, TrialState.COMPLETE]
 
 
 def test_train_refuses_changed_data_or_a_missing_technique_with_the_fix(tmp_path, capsys):
