@@ -20,7 +20,7 @@ from autobert.plugins.further_pretraining import load_corpus, load_mlm
 from autobert.plugins.masking import DynamicMasking
 from autobert.search import validate_study
 from autobert.stage_cache import MARKER, StageCache
-from autobert.testing import write_study
+from autobert.testing import TechniqueConformance, write_study
 
 TECHNIQUES = ["finetune", "further_pretraining", "masking"]
 FINETUNE = {"learning_rate": 5e-3, "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}
@@ -305,3 +305,42 @@ def test_the_loss_over_masked_positions_only_is_the_models_own_mlm_loss(tmp_path
     batch = MaskingCollator(tokenizer, DynamicMasking(), 0.3, 0)([VisitStream(rows, 16, 0)[i] for i in range(16)])
     with torch.no_grad():
         assert torch.allclose(masked_only_loss(model, batch), model(**batch).loss, atol=1e-6)
+
+
+class TestFurtherPretrainingConformance(TechniqueConformance):
+    technique = "further_pretraining"
+    study_overrides = {"n_train": 32, "n_validation": 16, "only": TECHNIQUES,
+                       "techniques": {"finetune": {"epochs": 1, "batch_size": 16},
+                                      "further_pretraining": {"stages": "task", "task_steps": 2, "batch_size": 4}}}
+
+    @pytest.fixture
+    def plugin_manager(self):
+        return get_plugin_manager(only=TECHNIQUES)
+
+
+class TestMaskingConformance(TestFurtherPretrainingConformance):
+    technique = "masking"
+
+
+def test_autobert_train_of_a_frozen_config_reuses_the_searchs_stages_and_reproduces_the_trial(tmp_path):
+    import json
+
+    from autobert.cli import main
+    from autobert.search import export_best, run_search
+
+    path = write_study(tmp_path, n_train=48, n_validation=16, only=TECHNIQUES, techniques={
+        "finetune": FINETUNE, "masking": {"strategy": "span"},
+        "further_pretraining": {"stages": "task", "task_steps": 3, "batch_size": 4}})
+    study = load_study(path)
+    pm = get_plugin_manager(only=TECHNIQUES)
+    data = validate_study(study, pm)
+    opened = run_search(study, pm, data, n_trials=1)
+    trial = opened.trials[0]
+    assert trial.user_attrs["further_pretraining"] == ["task: 3 steps, built"]
+    frozen = export_best(study, opened, pm, data)
+    hits = sum(e.hits for e in StageCache(study.cache_path).entries())
+
+    assert main(["train", str(frozen), "--output", str(tmp_path / "run")]) == 0
+
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["value"] == trial.value
+    assert sum(e.hits for e in StageCache(study.cache_path).entries()) == hits + 1
