@@ -79,9 +79,8 @@ def autobert_settings():
 
 @hookimpl
 def autobert_search_space(space):
-    # Settings are not parameters, but they sit beside them in the study file's section:
-    # without a vector source there is nothing to inject, so nothing to search.
-    if not any(space.overrides.get(name) for name in SOURCE_SETTINGS):
+    # Without a vector source there is nothing to inject, so nothing to search.
+    if not _has_source(space.settings):
         return
     inject = space.suggest_categorical(INJECT, ["none", "embeddings", "last_layer"])
     if inject == "none":

@@ -217,8 +217,9 @@ def test_unknown_keys_are_named(task, tmp_path):
 
 
 def test_without_a_source_knowledge_searches_nothing_and_with_one_it_searches_its_space(task):
-    unconfigured = explore(task.pm.hook.autobert_search_space, task.pm.techniques, {})
-    configured = explore(task.pm.hook.autobert_search_space, task.pm.techniques, task.study.overrides)
+    unconfigured = explore(task.pm.hook.autobert_search_space, task.pm.techniques, {}, hooks=task.pm.hook)
+    configured = explore(task.pm.hook.autobert_search_space, task.pm.techniques, task.study.overrides,
+                         hooks=task.pm.hook)
 
     assert not [n for n in unconfigured.defaults if n.startswith("knowledge.")]
     assert {n for n in configured.defaults if n.startswith("knowledge.")} == {
