@@ -122,6 +122,7 @@ def translate(texts: list[str], checkpoint: str, temperature: float, batch_size:
                         return_tensors="pt")
         # A translation is seldom twice as long as its source; the decoder's positions bound it too.
         longest = min(2 * enc["input_ids"].shape[1] + 8, getattr(model.config, "max_position_embeddings", 512) - 2)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
         with torch.inference_mode():
             generated = model.generate(**enc, do_sample=True, temperature=temperature, num_beams=1,
                                        max_new_tokens=longest)
@@ -143,5 +144,7 @@ def load_seq2seq(checkpoint: str):
             f"back-translation could not load {checkpoint!r} ({exc}); set techniques.backtranslation."
             "forward_model/backward_model to local folders, or leave backtranslation out of augmentation.method"
         ) from None
-    model.eval()
+    import torch
+
+    model.eval().to("cuda" if torch.cuda.is_available() else "cpu")
     return model, tokenizer

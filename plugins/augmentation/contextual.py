@@ -142,7 +142,8 @@ def substitute(
         enc = tokenizer(masked, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
         is_mask = enc["input_ids"] == tokenizer.mask_token_id
         with torch.inference_mode():
-            logits = model(enc, is_mask).float().masked_fill(~allowed, float("-inf"))
+            # Sampling happens on the CPU, with its seeded generator, wherever the model runs.
+            logits = model(enc, is_mask).float().cpu().masked_fill(~allowed, float("-inf"))
         masks_before = torch.cumsum(is_mask.sum(1), 0).tolist()
         for row, (words, positions) in enumerate(zip(words_list, positions_list)):
             first = masks_before[row - 1] if row else 0
@@ -181,7 +182,8 @@ def load_mlm(checkpoint: str):
         raise ValueError(f"the tokenizer of {checkpoint} has no mask token; set techniques.contextual.mlm "
                          "to a masked language model")
     model, info = AutoModelForMaskedLM.from_pretrained(checkpoint, output_loading_info=True)
-    model.eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.eval().to(device)
     prefix = model.base_model_prefix + "."
     untrained_head = [k for k in info["missing_keys"] if not k.startswith(prefix)]
     if untrained_head:
@@ -202,7 +204,8 @@ def load_mlm(checkpoint: str):
     encoder = model.base_model
 
     def predict(enc, is_mask):
-        keys = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        keys = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        is_mask = is_mask.to(device)
         if head is None:
             return model(**keys).logits[is_mask]
         return head(encoder(**keys).last_hidden_state[is_mask])
