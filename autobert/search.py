@@ -22,7 +22,7 @@ from autobert.pipeline import Progress, TrialResult, load_tokenizer, mean_std, m
 from autobert.plugin_manager import PluginManager, available_technique_names, get_plugin_manager
 from autobert.settings import declared_settings, relocated_settings, resolve_settings
 from autobert.space import explore
-from autobert.storage import SQLiteWorkerLock, open_storage, recover_dead_trials, shown, storage_kind
+from autobert.storage import SQLiteWorkerLock, open_storage, recover_dead_trials, shown, storage_kind, storage_problem
 
 
 # ---------------------------------------------------------------------------
@@ -191,15 +191,12 @@ def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
             )
             break
         except (ValueError, ImportError) as exc:
-            raise ConfigError("study file", [f"storage {shown(url)!r}: {exc}"]) from None
+            raise ConfigError("storage", [f"storage {shown(url)!r}: {exc}"]) from None
         except Exception as exc:  # sqlalchemy's OperationalError and friends
             if attempt < 4 and ("IntegrityError" in type(exc).__name__ or isinstance(exc, optuna.exceptions.DuplicatedStudyError)):
                 time.sleep(random.uniform(0.2, 1.0))  # another worker created it first: load it
                 continue
-            raise ConfigError("study file", [
-                f"storage {shown(url)!r}: cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
-                "check the URL, that the server is running, and that the path is writable"
-            ]) from None
+            raise ConfigError("storage", [storage_problem(url, exc)]) from None
     n_existing = len(opened.get_trials(deepcopy=False))
     # Workers sharing a study start together: each gets its own sampler seed, or they draw the same recipes.
     opened.sampler = make_sampler(study, n_existing, os.getpid() if storage_kind(url) != "sqlite" else None)

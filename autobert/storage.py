@@ -146,7 +146,7 @@ def open_storage(url: str, resolve: Callable[[str], Path] | None = None,
             url = "postgresql+psycopg://" + url.removeprefix(short)
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme.split("+", 1)[0] not in RDB_DIALECTS:
-        raise ConfigError("study file", [
+        raise ConfigError("storage", [
             f"storage: {url!r} is not a storage URL autobert knows"
             + (f" (unknown scheme {scheme!r})" if scheme else "")
             + f"; use {SCHEMES}"
@@ -181,14 +181,14 @@ def _with_retries(create: Callable[[], BaseStorage], url: str, attempts: int = 5
             return create()
         except ImportError as exc:
             driver = "'psycopg[binary]'" if url.startswith("postgres") else "the database's driver"
-            raise ConfigError("study file", [
+            raise ConfigError("storage", [
                 f"storage {shown(url)!r}: the database driver is not installed ({exc}); pip install {driver}"
             ]) from None
         except Exception as exc:
             if _is_create_race(exc) and attempt + 1 < attempts:
                 time.sleep(random.uniform(0.2, 1.0))
                 continue
-            raise ConfigError("study file", [_storage_problem(url, exc)]) from None
+            raise ConfigError("storage", [storage_problem(url, exc)]) from None
     raise AssertionError("unreachable")
 
 
@@ -200,12 +200,14 @@ def _is_create_race(exc: Exception) -> bool:
     )
 
 
-def _storage_problem(url: str, exc: Exception) -> str:
+def storage_problem(url: str, exc: Exception) -> str:
+    """One line for people: what went wrong opening ``url`` and what to do."""
     first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     kind = storage_kind(url)
-    if kind == "sqlite" and ("not a database" in first or "malformed" in first):
-        return (f"storage {url!r}: the SQLite file is corrupt or not a database ({first}); move it aside "
-                "to start a new study there, or restore it from a backup")
+    if kind in ("sqlite", "journal") and ("not a database" in first or "malformed" in first or "Invalid log" in first
+                                         or type(exc).__name__ == "JSONDecodeError"):
+        return (f"storage {url!r}: the {'SQLite' if kind == 'sqlite' else 'journal'} file is corrupt or truncated "
+                f"({first}); move it aside to start a new study there, or restore it from a backup")
     if kind == "rdb" and type(exc).__name__ == "OperationalError":
         return (f"storage {shown(url)!r}: cannot connect ({first}); check that the server is running and "
                 f"reachable, and that the user and database exist ({SCALING_OUT} for a local PostgreSQL)")
@@ -219,7 +221,7 @@ def _check_sqlite_file(path: Path) -> None:
         with open(path, "rb") as f:
             header = f.read(16)
         if header != b"SQLite format 3\x00":
-            raise ConfigError("study file", [
+            raise ConfigError("storage", [
                 f"storage {path}: the file is not an SQLite database (corrupt, truncated or another kind of file); "
                 "move it aside to start a new study there, or restore it from a backup"
             ])
@@ -233,12 +235,12 @@ def _open_journal(path: Path, heartbeat: HeartbeatConfig, retry: RetryStaleTrial
             callback=retry,
         )
     except (ValueError, KeyError, TypeError) as exc:  # json's decode error is a ValueError
-        raise ConfigError("study file", [
+        raise ConfigError("storage", [
             f"storage journal:///{path}: the journal file is corrupt ({type(exc).__name__}: {exc}); "
             "move it aside to start a new study there, or restore it from a backup"
         ]) from None
     except OSError as exc:
-        raise ConfigError("study file", [
+        raise ConfigError("storage", [
             f"storage journal:///{path}: cannot open it ({exc.strerror}); check that the folder is writable"
         ]) from None
 
