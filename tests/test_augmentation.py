@@ -288,6 +288,29 @@ def test_augmented_rows_carry_their_sources_label_and_never_reach_validation_or_
         assert seen[split] == (list(data.splits[split]["text"]), list(data.splits[split]["label"]))
 
 
+def test_augmented_rows_copy_every_other_column_of_their_source(tmp_path):
+    seen_rows = []
+
+    class Weights:
+        """Adds a column before augmentation and reads the augmented rows after it."""
+
+        @hookimpl(tryfirst=True)
+        def autobert_modify_datasets(self, datasets):
+            datasets["train"] = datasets["train"].map(lambda row: {"weight": float(len(row["text"]))})
+
+    class Reader:
+        @hookimpl(trylast=True)
+        def autobert_modify_datasets(self, datasets):
+            seen_rows.extend(datasets["train"].select(range(N_TRAIN, len(datasets["train"]))))
+
+    study = study_at(tmp_path)
+    pm = plugin_manager(("counting", counting_plugin(Counting())), ("weights", Weights()), ("reader", Reader()))
+    run_pipeline(study, FixedTrial(params(0.25, "counting")), pm, validate_study(study, pm))
+
+    assert len(seen_rows) == 16
+    assert all(row["weight"] == float(len(row["text"].removesuffix(" indeed"))) for row in seen_rows)
+
+
 def test_eda_in_a_trial_adds_copies_of_a_share_of_the_training_rows(tmp_path):
     study = study_at(tmp_path)
     spy = Spy()
