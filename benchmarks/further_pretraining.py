@@ -152,7 +152,7 @@ def main() -> int:
     parser.add_argument("--mlm-batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="(b): seeds")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--learning-rate", type=float, default=5e-5, help="fine-tuning learning rate")
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="fine-tuning learning rate")
     parser.add_argument("--skip", choices=["a", "b"], help="leave one part out")
     parser.add_argument("--model", default=MODEL, help="the encoder (default: the offline MiniLM); e.g. a tiny "
                         "model folder to check the script itself")
