@@ -11,7 +11,7 @@ third-party one). The chosen augmenter then draws its own parameters.
 to the augmenter; every new text becomes a new training row that copies its
 source row (its label and any other column), so validation and test are
 never touched. The new rows are cached under
-``<study cache>/augmentation/<key>.jsonl``, the key hashing the method, its
+``<run.cache_dir>/augmentation/<key>.jsonl``, the key hashing the method, its
 :meth:`~autobert.plugins.augmentation.Augmenter.identity` (parameters,
 settings, version), the ratio, the seed and the training data's
 fingerprint: trials that differ elsewhere in their recipe augment once. An
@@ -65,7 +65,12 @@ def autobert_modify_datasets(datasets, run):
     from autobert.data import fingerprint
 
     method = run.params[METHOD]
-    augmenter = registered(run.hooks, run.settings, _installed_enabled(run))[method]
+    augmenters = registered(run.hooks, run.settings, _installed_enabled(run))
+    if method not in augmenters:
+        raise TrialFailed(f"augmentation.method {method!r} is not a registered augmenter here (registered: "
+                          f"{', '.join(sorted(augmenters)) or 'none'}); install or enable the technique that "
+                          "provides it, and set the settings it needs")
+    augmenter = augmenters[method]
     train = datasets["train"]
     texts, labels = list(train["text"]), list(train["label"])
     chosen = chosen_rows(len(texts), ratio, run.seed)
