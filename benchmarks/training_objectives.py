@@ -19,7 +19,7 @@ deviation over the seeds, and seconds per run.
 
 Usage::
 
-    python benchmarks/training_objectives.py                 # about 15-20 minutes on 2 CPU cores
+    python benchmarks/training_objectives.py                 # about half an hour on 2 idle CPU cores
     python benchmarks/training_objectives.py --quick         # smoke run, about 2 minutes
 
 Writes ``docs/benchmarks/training_objectives.md``.
