@@ -301,7 +301,7 @@ def stage_spec(stage: str, study):
 
 def pretraining_stage(stage: str, checkpoint: str, start_key: Any, texts: list[str], datasets: dict, run):
     """Run (or fetch) one stage; returns ``(checkpoint, key of its output, what the cache did)``."""
-    from autobert.plugins.masking import registered_strategies
+    from autobert.plugins.masking import registered_strategies, strategy_key
     from autobert.stage_cache import StageCache, cache_key
 
     steps = int(run.params[steps_param(stage)])
@@ -316,8 +316,6 @@ def pretraining_stage(stage: str, checkpoint: str, start_key: Any, texts: list[s
                           "enable the masking technique")
     strategy = strategies[strategy_name]()
     masking_params = {k: _exact(v) for k, v in run.params.items() if k.startswith("masking.")}
-    from autobert.plugins.masking import strategy_key
-
     corpus_print = texts_fingerprint(texts)
     described = {
         "version": CACHE_VERSION, "start": start_key, "corpus": corpus_print,
@@ -329,11 +327,11 @@ def pretraining_stage(stage: str, checkpoint: str, start_key: Any, texts: list[s
     key = cache_key(described)
     output_key = f"{key}@{steps}"
     job = _StageJob(stage, checkpoint, texts, corpus_print, strategy, masking_params, lr, datasets, run,
-                    cache_key=strategy_key(strategy, masking_params))
+                    strategy_print=strategy_key(strategy, masking_params))
 
     if not run.settings.get(USE_CACHE, True):
         out = run.workdir / f"further-pretraining-{stage}"
-        job.train(out / "trainer", steps, start_step=0, resume_from=None, save_at=[], publish=None)
+        job.train(out / "trainer", steps, resume_from=None, save_at=[], publish=None)
         job.trainer.save_model(str(out / "model"))
         return str(out / "model"), output_key, "not cached"
 
@@ -358,7 +356,7 @@ def pretraining_stage(stage: str, checkpoint: str, start_key: Any, texts: list[s
 
         staging = cache.staging(NAMESPACE, name)
         try:
-            job.train(staging, steps, start_step=start, resume_from=resume,
+            job.train(staging, steps, resume_from=resume,
                       save_at=[p for p in save_points(stage_spec(stage, run.study), steps) if p > start], publish=publish)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -378,13 +376,13 @@ def entry_steps(name: str) -> int | None:
 class _StageJob:
     """Everything one stage trains with; :meth:`train` runs the ``Trainer``."""
 
-    def __init__(self, stage, checkpoint, texts, corpus_print, strategy, masking_params, lr, datasets, run, cache_key):
+    def __init__(self, stage, checkpoint, texts, corpus_print, strategy, masking_params, lr, datasets, run, strategy_print):
         self.stage, self.checkpoint, self.texts, self.corpus_print = stage, checkpoint, texts, corpus_print
         self.strategy, self.masking_params, self.lr, self.datasets, self.run = strategy, masking_params, lr, datasets, run
-        self.strategy_cache_key = cache_key
+        self.strategy_print = strategy_print
         self.trainer = None
 
-    def train(self, output_dir: Path, steps: int, *, start_step: int, resume_from: Path | None, save_at: list[int], publish) -> None:
+    def train(self, output_dir: Path, steps: int, *, resume_from: Path | None, save_at: list[int], publish) -> None:
         import torch
         from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
@@ -398,7 +396,7 @@ class _StageJob:
             stage=self.stage, texts=self.texts, examples=rows, corpus_fingerprint=self.corpus_print,
             params=self.masking_params, seed=run.seed,
             key=cache_key({"corpus": self.corpus_print, "tokenizer": tokenizer_identity(run.tokenizer),
-                           "max_length": run.study.max_length, "masking": self.strategy_cache_key, "seed": run.seed}),
+                           "max_length": run.study.max_length, "masking": self.strategy_print, "seed": run.seed}),
             cache=StageCache(run.cache_dir) if run.settings.get(USE_CACHE, True) else None,
             run=run, datasets=self.datasets,
         ))
