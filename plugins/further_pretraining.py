@@ -93,7 +93,8 @@ def autobert_settings():
 def autobert_search_space(space):
     # Domain stages exist only where the study names a corpus (a setting), so that a
     # study that does not mention further pretraining never asks for one.
-    choices = ["none", "task"] + (["domain", "domain+task"] if space.overrides.get(CORPUS) else [])
+    settings = getattr(space, "settings", None) or space.overrides  # the overrides, outside a plugin manager
+    choices = ["none", "task"] + (["domain", "domain+task"] if settings.get(CORPUS) else [])
     for stage in PLAN[space.suggest_categorical(STAGES, choices)]:
         space.suggest_int(steps_param(stage), *STEPS_RANGE, log=True)
         space.suggest_float(lr_param(stage), LR_RANGE[0], LR_RANGE[1], step=LR_RANGE[2])
