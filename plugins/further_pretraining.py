@@ -321,14 +321,14 @@ def pretraining_stage(stage: str, checkpoint: str, start_key: Any, texts: list[s
     described = {
         "version": CACHE_VERSION, "start": start_key, "corpus": corpus_print,
         "tokenizer": tokenizer_identity(run.tokenizer), "max_length": run.study.max_length,
-        "masking": strategy.identity(masking_params), "learning_rate": lr, "seed": run.seed,
+        "masking": strategy.identity(masking_params, run), "learning_rate": lr, "seed": run.seed,
         "batch_size": run.settings.get(BATCH_SIZE, 32), "warmup_steps": run.settings.get(WARMUP, 0),
         "weight_decay": WEIGHT_DECAY,
     }
     key = cache_key(described)
     output_key = f"{key}@{steps}"
     job = _StageJob(stage, checkpoint, texts, corpus_print, strategy, masking_params, lr, datasets, run,
-                    strategy_print=strategy_key(strategy, masking_params))
+                    strategy_print=strategy_key(strategy, masking_params, run))
 
     if not run.settings.get(USE_CACHE, True):
         out = run.workdir / f"further-pretraining-{stage}"

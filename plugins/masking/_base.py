@@ -103,12 +103,14 @@ class MaskingStrategy:
         Called only in trials that chose this strategy. The default draws nothing.
         """
 
-    def identity(self, params: dict[str, Any]) -> dict[str, Any]:
+    def identity(self, params: dict[str, Any], run: Any = None) -> dict[str, Any]:
         """Everything the masks depend on besides the corpus, tokenizer and seed.
 
-        Part of the stage-cache key. The default: the class, ``version`` and
-        every ``masking.*`` parameter. A strategy that reads anything else (a
-        task model, a setting) must add it.
+        Part of the stage-cache key. ``params`` are the trial's ``masking.*``
+        parameters; ``run`` is the trial (settings, other techniques' parameters,
+        the task data), or ``None`` where none is at hand. The default: the
+        class, ``version`` and ``params``. A strategy that reads anything else
+        (a task model's recipe, a setting) must add it.
         """
         return {
             "strategy": f"{type(self).__module__}.{type(self).__qualname__}",
@@ -147,9 +149,9 @@ class MaskingStrategy:
         raise NotImplementedError
 
 
-def strategy_key(strategy: MaskingStrategy, params: dict[str, Any]) -> str:
+def strategy_key(strategy: MaskingStrategy, params: dict[str, Any], run: Any = None) -> str:
     """A short hash of :meth:`MaskingStrategy.identity`."""
-    text = json.dumps(strategy.identity(params), sort_keys=True, default=str)
+    text = json.dumps(strategy.identity(params, run), sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
