@@ -171,7 +171,7 @@ def make_storage(study: StudyConfig, override: str | None = None) -> optuna.stor
     """The study's storage: an SQLAlchemy URL (sqlite, postgresql, mysql) or
     ``journal:///PATH`` for Optuna's journal file (relative to the study file);
     see :mod:`autobert.storage`."""
-    return open_storage(override or study.storage_url, study.resolve_path, study.heartbeat)
+    return open_storage(override or study.storage_url, study.resolve_path, study.heartbeat, study.study_dir)
 
 
 def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
@@ -370,7 +370,7 @@ def run_search(
         if problems:
             raise ConfigError("study file", problems)
         if lock is not None:
-            recover_dead_trials(opened, study.heartbeat.retries)
+            recover_dead_trials(opened, study.heartbeat.retries, study.study_dir)
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         opened.optimize(
             make_objective(study, pm, data, progress),

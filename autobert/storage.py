@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -68,19 +69,28 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
 
     The queued trial keeps the parameters (and Optuna's ``failed_trial`` and
     ``retry_history`` system attributes); what the lost run had recorded (its
-    seed values so far, its worker) would be wrong on the new run.
+    seed values so far, its worker) would be wrong on the new run. The lost
+    run's temporary folder (``trial-N-*`` under ``workdirs``) is removed where
+    it is visible from here.
     """
 
+    def __init__(self, max_retry: int | None = None, workdirs: Path | None = None):
+        super().__init__(max_retry=max_retry)
+        self.workdirs = workdirs
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.workdirs is not None and self.workdirs.is_dir():
+            for folder in self.workdirs.glob(f"trial-{trial.number}-*"):
+                shutil.rmtree(folder, ignore_errors=True)
         trial = copy.copy(trial)
         trial.user_attrs = {}
         super().__call__(study, trial)
 
 
-def _retry(retries: int) -> RetryStaleTrial:
+def _retry(retries: int, workdirs: Path | None = None) -> RetryStaleTrial:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryStaleTrial(max_retry=retries)
+        return RetryStaleTrial(max_retry=retries, workdirs=workdirs)
 
 
 class JournalStorageWithHeartbeat(JournalStorage, BaseHeartbeat):
@@ -124,19 +134,20 @@ class JournalStorageWithHeartbeat(JournalStorage, BaseHeartbeat):
 
 
 def open_storage(url: str, resolve: Callable[[str], Path] | None = None,
-                 heartbeat: HeartbeatConfig = HeartbeatConfig()) -> BaseStorage:
+                 heartbeat: HeartbeatConfig = HeartbeatConfig(), workdirs: Path | None = None) -> BaseStorage:
     """Open (creating the schema if needed) the storage at ``url``.
 
     Args:
         url: ``sqlite:///PATH``, ``journal:///PATH`` or another SQLAlchemy URL.
         resolve: Turns a relative journal path into a path (e.g. relative to the study file).
         heartbeat: Heartbeat interval, grace period and retries (not used by SQLite).
+        workdirs: The folder of the trials' temporary folders (a lost trial's is removed).
 
     Raises:
         ConfigError: an unknown scheme, a missing database driver, a corrupt
             file, or a server that cannot be reached, each with what to do.
     """
-    retry = _retry(heartbeat.retries)
+    retry = _retry(heartbeat.retries, workdirs)
     if storage_kind(url) == "journal":
         return _open_journal((resolve or Path)(url.removeprefix("journal:").removeprefix("//")), heartbeat, retry)
     given = url
@@ -291,7 +302,7 @@ class SQLiteWorkerLock:
             self._fd = None
 
 
-def recover_dead_trials(opened: optuna.Study, retries: int) -> list[int]:
+def recover_dead_trials(opened: optuna.Study, retries: int, workdirs: Path | None = None) -> list[int]:
     """Fail (and queue again) trials left RUNNING by a dead worker; return their numbers.
 
     Only for SQLite, called while holding :class:`SQLiteWorkerLock`: no other
@@ -299,7 +310,7 @@ def recover_dead_trials(opened: optuna.Study, retries: int) -> list[int]:
     Other storages leave this to Optuna's heartbeat.
     """
     storage = opened._storage
-    retry = _retry(retries)
+    retry = _retry(retries, workdirs)
     failed = []
     for trial in opened.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         try:

@@ -80,7 +80,8 @@ def _kill_mid_trial(name: str, url: str, proc: subprocess.Popen) -> tuple[optuna
     return lost, sum(t.state == TrialState.COMPLETE for t in trials)
 
 
-def _check_recovered(trials: list[optuna.trial.FrozenTrial], lost: optuna.trial.FrozenTrial, complete: int) -> None:
+def _check_recovered(trials: list[optuna.trial.FrozenTrial], lost: optuna.trial.FrozenTrial, complete: int,
+                     workdirs: Path) -> None:
     """The lost trial failed and ran again once with its parameters; nothing else went missing."""
     assert [t.number for t in trials] == list(range(len(trials))), "duplicate or missing trial numbers"
     by_number = {t.number: t for t in trials}
@@ -90,6 +91,7 @@ def _check_recovered(trials: list[optuna.trial.FrozenTrial], lost: optuna.trial.
     (retry,) = retries
     assert retry.state == TrialState.COMPLETE and retry.params == lost.params
     assert "fail_reason" not in retry.user_attrs
+    assert not list(workdirs.glob("trial-*")), "the lost trial's temporary folder was left behind"
     states = [t.state for t in trials]
     assert states.count(TrialState.COMPLETE) == complete and states.count(TrialState.FAIL) == 1, states
     # Workers starting together still draw different recipes.
@@ -111,7 +113,7 @@ def test_sqlite_refuses_a_second_worker_and_a_restart_retries_the_killed_trial(t
     lost, done = _kill_mid_trial("solo", url, first)
     # The restart knows the trial's worker is dead (it holds the lock now): failed, retried, total reached.
     assert main(["search", str(path), "--n-trials", "2"]) == 0
-    _check_recovered(_trials("solo", url), lost, complete=done + 2)
+    _check_recovered(_trials("solo", url), lost, complete=done + 2, workdirs=tmp_path / "solo")
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +143,6 @@ def test_workers_recover_a_sigkilled_workers_trial_with_no_lost_or_duplicate_tri
     # Two more workers together: whichever starts a trial first fails the lost one and queues it again.
     _finish(*[_worker(path, "--storage", shared_storage, "--n-trials", "1") for _ in range(2)])
     trials = _trials("shared", shared_storage)
-    _check_recovered(trials, lost, complete=done + 2)
+    _check_recovered(trials, lost, complete=done + 2, workdirs=tmp_path / "shared")
     assert len({t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE}) == 2
     assert [s.study_name for s in optuna.get_all_study_summaries(storage=open_storage(shared_storage))] == ["shared"]
