@@ -369,7 +369,7 @@ def run_search(
         problems = changed_space(study, pm, opened)
         if problems:
             raise ConfigError("study file", problems)
-        if lock is not None:
+        if lock is not None and lock.held:
             recover_dead_trials(opened, study.heartbeat.retries, study.study_dir)
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         opened.optimize(

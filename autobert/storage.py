@@ -296,6 +296,11 @@ class SQLiteWorkerLock:
         self._fd = fd
         return self
 
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock (never, where the OS has no ``flock``)."""
+        return self._fd is not None
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the lock
