@@ -67,7 +67,11 @@ class SearchProgress:
 
 
 def _reason(trial: optuna.trial.FrozenTrial) -> str:
-    return trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason") or ""
+    reason = trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason") or ""
+    lost = trial.system_attrs.get("failed_trial")  # queued again after its worker was lost
+    if lost is not None:
+        reason = f"(re-run of lost trial {lost}) {reason}".strip()
+    return reason
 
 
 def _fmt(value: Any) -> str:

@@ -87,6 +87,30 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         super().__call__(study, trial)
 
 
+def _note_lost(storage: BaseStorage, trial_ids: list[int], why: str) -> list[int]:
+    """Record why each trial is about to fail; drop the ones another worker has failed already."""
+    noted = []
+    for trial_id in trial_ids:
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", f"lost: its worker stopped mid-trial ({why})")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        noted.append(trial_id)
+    return noted
+
+
+def _grace_words(interval: int, grace_period: int | None) -> str:
+    return f"no heartbeat for over {grace_period or 2 * interval} s: killed, crashed or cut off"
+
+
+class RDBStorageWithReasons(RDBStorage):
+    """Optuna's RDB storage; a trial failed for a stale heartbeat says so in ``fail_reason``."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        why = _grace_words(self.heartbeat_interval, self.grace_period)
+        return _note_lost(self, super()._get_stale_trial_ids(study_id), why)
+
+
 def _retry(retries: int, workdirs: Path | None = None) -> RetryStaleTrial:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -124,7 +148,7 @@ class JournalStorageWithHeartbeat(JournalStorage, BaseHeartbeat):
             last = max(float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)), started)
             if now - last > self._grace_period:
                 stale.append(trial._trial_id)
-        return stale
+        return _note_lost(self, stale, _grace_words(self._interval, self._grace_period))
 
     def get_heartbeat_interval(self) -> int | None:
         return self._interval
@@ -174,7 +198,7 @@ def open_storage(url: str, resolve: Callable[[str], Path] | None = None,
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _with_retries(lambda: RDBStorage(
+        return _with_retries(lambda: RDBStorageWithReasons(
             url, engine_kwargs=engine_kwargs,
             # SQLite has one worker, whose lock tells a dead worker's trials at once (see recover_dead_trials).
             heartbeat_interval=None if kind == "sqlite" else heartbeat.interval,
@@ -318,6 +342,8 @@ def recover_dead_trials(opened: optuna.Study, retries: int, workdirs: Path | Non
     retry = _retry(retries, workdirs)
     failed = []
     for trial in opened.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _note_lost(storage, [trial._trial_id], "killed or crashed; found by the next search"):
+            continue
         try:
             if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
                 failed.append(trial.number)

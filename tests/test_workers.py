@@ -86,6 +86,7 @@ def _check_recovered(trials: list[optuna.trial.FrozenTrial], lost: optuna.trial.
     assert [t.number for t in trials] == list(range(len(trials))), "duplicate or missing trial numbers"
     by_number = {t.number: t for t in trials}
     assert by_number[lost.number].state == TrialState.FAIL
+    assert by_number[lost.number].user_attrs["fail_reason"].startswith("lost: its worker stopped mid-trial")
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == lost.number]
     assert len(retries) == 1, [(t.number, t.state, t.system_attrs) for t in trials]
     (retry,) = retries
