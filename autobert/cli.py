@@ -203,8 +203,12 @@ def cmd_train(args) -> int:
             runs = [getattr(r, "metrics" if split == "validation" else "test_metrics") for r in result.results]
             if all(runs):
                 metrics[f"{split}_mean_std"] = {n: list(mean_std([m[n] for m in runs])) for n in metric_names(pm) if n in runs[0]}
-    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    write_atomic(out / "autobert.yaml", dump_yaml(relocate(frozen, out)))
+    try:
+        write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_atomic(out / "autobert.yaml", dump_yaml(relocate(frozen, out)))
+    except OSError as exc:
+        raise AutobertError(f"cannot write metrics.json and autobert.yaml to {out} ({exc.strerror or exc}); "
+                            "the files there before are unchanged. Free some space or choose another --output") from None
     shown = [n for n in metric_names(pm) if n in first.metrics]
     table = Table(title=f"{frozen.name}: trained recipe" + (f" on {len(seeds)} seeds" if len(seeds) > 1 else ""))
     table.add_column("split")

@@ -347,10 +347,7 @@ def run_pipeline(
                 if k.removeprefix("test_") in metric_names(pm)
             }
         if save_to is not None:
-            save_to = Path(save_to)
-            save_to.mkdir(parents=True, exist_ok=True)
-            trainer.save_model(str(save_to))
-            run.tokenizer.save_pretrained(str(save_to))
+            save_model(trainer, run.tokenizer, Path(save_to))
         if not math.isfinite(value):
             raise TrialFailed(f"the validation {study.metric} is {value}")
         return TrialResult(
@@ -359,6 +356,38 @@ def run_pipeline(
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def save_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
+    """Save the model and tokenizer into ``folder`` so that a failed save changes nothing there.
+
+    Everything is written to a temporary folder inside ``folder`` first and
+    moved in once complete: a full disk (or a crash) while saving leaves the
+    files from before as they were.
+
+    Raises:
+        AutobertError: the files could not be written, saying why.
+    """
+    import os
+
+    from autobert.errors import AutobertError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
+    try:
+        trainer.save_model(str(staging))
+        tokenizer.save_pretrained(str(staging))
+        for item in staging.iterdir():
+            if item.is_dir() and (folder / item.name).is_dir():
+                shutil.rmtree(folder / item.name)
+            os.replace(item, folder / item.name)
+    except OSError as exc:
+        raise AutobertError(
+            f"cannot save the model to {folder} ({exc.strerror or exc}); the files there before are unchanged. "
+            "Free some space or choose another --output"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------

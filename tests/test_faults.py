@@ -126,6 +126,29 @@ def test_an_unwritable_export_folder_says_what_failed(tmp_path, capsys):
     assert [t.state for t in _trials(path, "unwritable")] == [TrialState.COMPLETE]  # the trial itself is stored
 
 
+def test_a_full_disk_while_saving_the_trained_model_keeps_the_previous_model(tmp_path, monkeypatch, capsys):
+    import transformers
+
+    path = _study(tmp_path, "model")
+    assert main(["search", str(path), "--n-trials", "1"]) == 0
+    best, out = tmp_path / "model" / "best.yaml", tmp_path / "trained"
+    assert main(["train", str(best), "--output", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert "model.safetensors" in before
+
+    def fills_the_disk(self, output_dir=None, _internal_call=False):
+        (Path(output_dir) / "model.safetensors").write_bytes(b"the first half of a model")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(transformers.Trainer, "save_model", fills_the_disk)
+    capsys.readouterr()
+    assert main(["train", str(best), "--output", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot save the model to {out} (No space left on device)" in err and "unchanged" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not list(out.glob(".saving-*")), "the half-written save was left behind"
+
+
 # ---------------------------------------------------------------------------
 # Resuming with a changed study file
 # ---------------------------------------------------------------------------
