@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int, help="run this many more trials (default: the study's budget)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--export", type=Path, help="where to write the best frozen config (default: <study dir>/best.yaml)")
+    p.add_argument("--keep-stored-space", action="store_true",
+                   help="resume even though the study file changed a parameter's choices or log scale: those keep the stored definition")
     p.add_argument("--init-only", action="store_true",
                    help="create the study in its storage (or check the stored one) and stop; run it once before starting several workers")
 
@@ -121,7 +123,7 @@ def cmd_search(args) -> int:
         try:
             opened = run_search(
                 study, pm, data, n_trials=n_trials, timeout=timeout, storage=args.storage,
-                progress=progress, callbacks=[progress],
+                progress=progress, callbacks=[progress], keep_stored_space=args.keep_stored_space,
             )
         except KeyboardInterrupt:
             progress.progress.stop()

@@ -219,18 +219,38 @@ def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
     return opened
 
 
-def changed_space(study: StudyConfig, pm: PluginManager, opened: optuna.Study) -> list[str]:
+def changed_space(study: StudyConfig, pm: PluginManager, opened: optuna.Study,
+                  keep_stored: bool = False) -> list[str]:
     """What the study file changed in the space that the stored trials cannot continue with.
 
     Ranges may change between runs of one study; a parameter's kind, its log
     scale and a categorical's choices may not (Optuna refuses them trial by
-    trial). Compared against the distribution each parameter last had.
+    trial). Compared against the distribution each parameter last had. With
+    ``keep_stored``, changed choices and log scales are no problem (the
+    search keeps their stored definitions, see :func:`stored_definitions`).
     """
+    return [problem for _, problem, keepable in _space_changes(study, pm, opened) if not (keep_stored and keepable)]
+
+
+def stored_definitions(study: StudyConfig, pm: PluginManager, opened: optuna.Study) -> dict[str, Any]:
+    """``{name: stored distribution}`` of the parameters whose choices or log scale the study file changed."""
+    stored = _stored_distributions(opened)
+    return {name: stored[name] for name, _, keepable in _space_changes(study, pm, opened) if keepable}
+
+
+def _stored_distributions(opened: optuna.Study) -> dict[str, optuna.distributions.BaseDistribution]:
     stored: dict[str, optuna.distributions.BaseDistribution] = {}
     for trial in opened.get_trials(deepcopy=False):
         stored.update(trial.distributions)
+    return stored
+
+
+def _space_changes(study: StudyConfig, pm: PluginManager, opened: optuna.Study) -> list[tuple[str, str, bool]]:
+    """``(name, problem, keepable)`` for each incompatible change."""
+    stored = _stored_distributions(opened)
     report = explore(pm.hook.autobert_search_space, pm.techniques, study.overrides, hooks=pm.hook)
-    problems = []
+    changes = []
+    keep = "or pass --keep-stored-space to go on with the stored definition"
     for name, spec in sorted(report.effective.items()):
         old = stored.get(name)
         if old is None:
@@ -240,19 +260,46 @@ def changed_space(study: StudyConfig, pm: PluginManager, opened: optuna.Study) -
         kinds = {"float": optuna.distributions.FloatDistribution, "int": optuna.distributions.IntDistribution,
                  "categorical": optuna.distributions.CategoricalDistribution}
         if not isinstance(old, kinds[spec.kind]):
-            problems.append(f"{key}: the stored study searched it as {_kind(old)}, the study file gives {spec.kind}; {fix}")
+            changes.append((name, f"{key}: the stored study searched it as {_kind(old)}, the study file gives "
+                                  f"{spec.kind}; {fix}", False))
         elif spec.kind == "categorical" and tuple(old.choices) != tuple(spec.choices):
-            problems.append(
+            changes.append((name,
                 f"{key}: the stored study searched other choices ({list(old.choices)}; the study file now gives "
                 f"{list(spec.choices)}), and Optuna cannot change a categorical parameter's choices within one "
-                f"study; keep the stored choices or start a new study (change `name`)"
-            )
+                f"study; keep the stored choices or start a new study (change `name`), {keep}", True))
         elif spec.kind != "categorical" and bool(old.log) != bool(spec.log):
-            problems.append(
+            changes.append((name,
                 f"{key}: the stored study searched it on a {'log' if old.log else 'linear'} scale, the study file "
-                f"gives log: {str(bool(spec.log)).lower()}; {fix}"
-            )
-    return problems
+                f"gives log: {str(bool(spec.log)).lower()}; {fix}, {keep}", True))
+    return changes
+
+
+class _StoredSpaceTrial:
+    """A live trial that draws some parameters from their stored distributions (``--keep-stored-space``)."""
+
+    def __init__(self, trial: optuna.Trial, stored: dict[str, Any]):
+        self._trial, self._stored = trial, stored
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+    def suggest_float(self, name, low, high, *, log=False, step=None):
+        old = self._stored.get(name)
+        if isinstance(old, optuna.distributions.FloatDistribution):
+            low, high, log, step = old.low, old.high, old.log, old.step
+        return self._trial.suggest_float(name, low, high, log=log, step=step)
+
+    def suggest_int(self, name, low, high, *, log=False, step=1):
+        old = self._stored.get(name)
+        if isinstance(old, optuna.distributions.IntDistribution):
+            low, high, log, step = old.low, old.high, old.log, old.step
+        return self._trial.suggest_int(name, low, high, log=log, step=step)
+
+    def suggest_categorical(self, name, choices):
+        old = self._stored.get(name)
+        if isinstance(old, optuna.distributions.CategoricalDistribution):
+            choices = list(old.choices)
+        return self._trial.suggest_categorical(name, choices)
 
 
 def _kind(distribution: optuna.distributions.BaseDistribution) -> str:
@@ -262,9 +309,13 @@ def _kind(distribution: optuna.distributions.BaseDistribution) -> str:
 
 
 def make_objective(
-    study: StudyConfig, pm: PluginManager, data: TaskData, progress: Progress | None = None
+    study: StudyConfig, pm: PluginManager, data: TaskData, progress: Progress | None = None,
+    stored: dict[str, Any] | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The objective: the recipe once per seed, aggregated; failures become a FAIL with a reason.
+
+    ``stored`` (``{name: distribution}``) keeps those parameters' stored
+    definitions over the study file's (``--keep-stored-space``).
 
     Every trial stores ``seed_values`` (``{"0": value, ...}``) in its user
     attributes. With several seeds, the value on seed i is reported at step i,
@@ -283,6 +334,8 @@ def make_objective(
             )
 
     def objective(trial: optuna.Trial) -> float:
+        if stored:
+            trial = _StoredSpaceTrial(trial, stored)
         trial.set_user_attr("worker", worker_name())
         trial.set_user_attr("seed", seeds[0])
         trial.set_user_attr("seeds", seeds)
@@ -351,8 +404,12 @@ def run_search(
     storage: str | None = None,
     progress: Progress | None = None,
     callbacks: list[Callable] = (),
+    keep_stored_space: bool = False,
 ) -> optuna.Study:
     """Run ``n_trials`` more trials (or until ``timeout``); the study resumes where it was.
+
+    ``keep_stored_space``: parameters whose choices or log scale the study
+    file changed keep their stored definitions instead of being refused.
 
     Before any trial: on SQLite, take the one-worker lock and fail (and queue
     again) the trials a dead worker left RUNNING; everywhere, refuse a study
@@ -366,14 +423,15 @@ def run_search(
     lock = SQLiteWorkerLock(url).acquire() if storage_kind(url) == "sqlite" else None
     try:
         opened = open_study(study, storage)
-        problems = changed_space(study, pm, opened)
+        problems = changed_space(study, pm, opened, keep_stored_space)
         if problems:
             raise ConfigError("study file", problems)
+        stored = stored_definitions(study, pm, opened) if keep_stored_space else None
         if lock is not None and lock.held:
             recover_dead_trials(opened, study.heartbeat.retries, study.study_dir)
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         opened.optimize(
-            make_objective(study, pm, data, progress),
+            make_objective(study, pm, data, progress, stored),
             n_trials=n_trials, timeout=timeout, catch=(TrialFailed,), callbacks=list(callbacks),
         )
     finally:

@@ -1,7 +1,7 @@
 """Faults and bad input end in a clear state, with one message saying what failed and what to do.
 
 Covered elsewhere, not repeated here: a diverging (NaN) loss, Ctrl-C, and a
-changed categorical's choices (tests/test_search.py); a frozen config whose
+changed categorical's choices refused (tests/test_search.py); a frozen config whose
 technique is not installed or whose data changed (tests/test_search.py); a
 SIGKILLed worker and several workers (tests/test_workers.py).
 """
@@ -169,6 +169,23 @@ def test_resuming_with_a_changed_space_is_refused_before_any_trial(tmp_path, cap
     err = " ".join(capsys.readouterr().err.split())
     assert expected in err and "new study name" in err
     assert [t.state for t in _trials(path, "changed")] == [TrialState.COMPLETE]
+
+
+def test_keep_stored_space_resumes_with_the_stored_definition_of_what_changed(tmp_path, capsys):
+    path = _study(tmp_path, "kept")
+    assert main(["search", str(path), "--n-trials", "1"]) == 0
+    _study(tmp_path, "kept", techniques={"finetune": {**FINETUNE, "batch_size": [16, 32],
+                                                      "learning_rate": {"low": 1e-3, "high": 5e-3, "log": False}}})
+    capsys.readouterr()
+    assert main(["search", str(path), "--n-trials", "1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("or pass --keep-stored-space") == 2  # the choices and the log scale
+    assert main(["search", str(path), "--n-trials", "2", "--keep-stored-space"]) == 0
+    first, *resumed = _trials(path, "kept")
+    assert [t.state for t in resumed] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    for trial in resumed:
+        assert trial.distributions["finetune.learning_rate"].log is True
+        assert trial.distributions["finetune.batch_size"].choices == (16,)
 
 
 # ---------------------------------------------------------------------------
