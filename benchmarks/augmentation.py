@@ -33,7 +33,6 @@ from datetime import date
 from pathlib import Path
 
 import optuna
-import pandas as pd
 import torch
 
 import autobert
@@ -42,8 +41,8 @@ from autobert.data import load_task_data
 from autobert.pipeline import quiet_transformers, run_pipeline
 from autobert.plugin_manager import get_plugin_manager
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "sst2"
+from _common import ROOT, SST2, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+
 TECHNIQUES = ["finetune", "augmentation", "eda", "contextual"]
 
 
@@ -63,15 +62,6 @@ def settings(args) -> list[tuple[str, dict]]:
 
 def _number(value: str):
     return value if value == "auto" else float(value) if "." in value else int(value)
-
-
-def sample(split: str, n: int | None, out: Path) -> str:
-    frame = pd.read_csv(DATA / f"{split}.csv")
-    if n and n < len(frame):
-        frame = frame.sample(n=n, random_state=0)
-    path = out / f"{split}-{n or 'all'}.csv"
-    frame.to_csv(path, index=False)
-    return str(path)
 
 
 def augmentation_seconds(cache: Path, method: str, seed: int) -> float | None:
@@ -105,8 +95,8 @@ def main() -> int:
         args.sizes, args.seeds, args.epochs, args.eda_copies, args.contextual_copies = [64], [0], 1, "2", 1
         args.validation, args.test = args.validation or 100, args.test or 100
     sizes = list(args.sizes) + ([0] if args.full else [])
-    if not DATA.exists():
-        print(f"SST-2 not found at {DATA}; this benchmark needs ../shared/data", file=sys.stderr)
+    if not SST2.exists():
+        print(f"SST-2 not found at {SST2}; this benchmark needs ../shared/data", file=sys.stderr)
         return 1
     quiet_transformers()
     warnings.filterwarnings("ignore", message=".*tied-decoder head.*")

@@ -21,7 +21,6 @@ from datetime import date
 from pathlib import Path
 
 import optuna
-import pandas as pd
 import torch
 
 import autobert
@@ -30,8 +29,8 @@ from autobert.data import load_task_data
 from autobert.pipeline import quiet_transformers, run_pipeline
 from autobert.plugin_manager import get_plugin_manager
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "sst2"
+from _common import ROOT, SST2, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+
 
 SETTINGS = [
     ("cls (baseline)", {"pooling": {"kind": "cls"}, "llrd": {"decay": 1.0}}),
@@ -45,15 +44,6 @@ SETTINGS = [
 ]
 
 
-def sample(split: str, n: int | None, out: Path) -> str:
-    frame = pd.read_csv(DATA / f"{split}.csv")
-    if n and n < len(frame):
-        frame = frame.sample(n=n, random_state=0)
-    path = out / f"{split}.csv"
-    frame.to_csv(path, index=False)
-    return str(path)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=1000, help="training sentences (0 = all 6,920)")
@@ -65,8 +55,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="run only settings whose name starts with one of these")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks" / "finetuning_techniques.md")
     args = parser.parse_args()
-    if not DATA.exists():
-        print(f"SST-2 not found at {DATA}; this benchmark needs ../shared/data", file=sys.stderr)
+    if not SST2.exists():
+        print(f"SST-2 not found at {SST2}; this benchmark needs ../shared/data", file=sys.stderr)
         return 1
     quiet_transformers()
     pm = get_plugin_manager(only=["finetune", "pooling", "llrd"])

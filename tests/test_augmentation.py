@@ -6,7 +6,6 @@ import random
 import warnings
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -30,14 +29,6 @@ TECHNIQUES = ["finetune", *METHODS]
 FINETUNE = {"learning_rate": 5e-3, "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}
 N_TRAIN, N_VALIDATION = 64, 32
 SENTENCE = "the acting was good and the plot was clever but the ending felt cheap".split()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,6 @@ TECHNIQUES = ["finetune", "distillation"]
 FINETUNE = {"learning_rate": 5e-3, "epochs": 3, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def training_loss(alpha, temperature, logits, labels, teacher):
     pm = get_plugin_manager(only=["distillation"])
     outputs = SimpleNamespace(logits=logits, loss=F.cross_entropy(logits, labels))

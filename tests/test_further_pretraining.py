@@ -28,14 +28,6 @@ DOMAIN = [f"the {w} film had a long plot and a fine cast" for w in ("new", "old"
 STEPS = {"low": 2, "high": 8, "log": True}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Recorder(DynamicMasking):
     """Dynamic masking that notes every stage it prepares (in memory and, for other processes, in a file)."""
 
@@ -73,6 +65,11 @@ def setup(directory, name="fp", **further):
     settings = {"domain_corpus": "domain.txt", "batch_size": 4, "task_steps": STEPS, "domain_steps": STEPS, **further}
     path = write_study(directory, name=name, n_train=48, n_validation=16, only=TECHNIQUES,
                        techniques={"finetune": FINETUNE, "further_pretraining": settings})
+    return load(path)
+
+
+def load(path):
+    """The study at ``path`` with the probe registered, validated; writes nothing."""
     study = load_study(path)
     probe = Probe()
     pm = get_plugin_manager(only=TECHNIQUES)
@@ -189,7 +186,8 @@ def test_a_half_written_entry_is_never_served(tmp_path):
 
 
 def _run_trial_in_a_process(directory: str, log: str, out: str) -> None:
-    study, pm, data, _ = setup(directory)
+    # Only reads the study: rewriting its files here would race with the other process reading them.
+    study, pm, data, _ = load(Path(directory) / "fp.yaml")
     Recorder.log = Path(log)
     result, report = trial(study, pm, data, params("task", task_steps=4))
     Path(out).write_text(f"{result.metrics['loss']!r} {report}")

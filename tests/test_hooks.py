@@ -29,15 +29,6 @@ VALIDATION_ROWS = 32
 STEPS = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A 2-layer, 32-wide BERT is fastest on one thread; more only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def plugin_manager(*plugins):
     """The built-in finetune technique plus ``(name, plugin)`` pairs registered like it.
 

@@ -39,14 +39,6 @@ FINETUNE = {"learning_rate": 5e-3, "epochs": 8, "batch_size": 16, "warmup_ratio"
 INJECTED = {"knowledge.projection": 32, "knowledge.dropout": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def vector_task(directory: Path, *, n_train: int = 400, n_validation: int = 64, name: str = "knowledge",
                 source: dict | None = None, techniques: dict | None = None) -> Path:
     """A study whose labels are the sign of ``vector @ w``; vectors in every source format."""

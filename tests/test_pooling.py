@@ -34,15 +34,6 @@ TEXTS = ["a great film", "the plot was dull and boring", "it is a really lovely 
 WIDTHS = {"mean": HIDDEN, "max": HIDDEN, "concat_last_k": 2 * HIDDEN, "scalar_mix": HIDDEN, "cnn_all_cls": HIDDEN}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A 32-wide BERT is fastest on one thread; more only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))

@@ -1,0 +1,24 @@
+"""What every benchmark shares: where the SST-2 data is and how a split is sampled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SST2 = SHARED / "sst2"
+
+
+def sample(split: str, n: int | None, out: Path) -> str:
+    """Write ``n`` rows of an SST-2 split (all with ``n`` 0 or None) to ``out``, sampled with seed 0.
+
+    The same ``n`` gives the same rows in every benchmark, so their figures compare.
+    """
+    frame = pd.read_csv(SST2 / f"{split}.csv", keep_default_na=False)
+    if n and n < len(frame):
+        frame = frame.sample(n=n, random_state=0)
+    path = Path(out) / f"{split}-{n or 'all'}.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
