@@ -9,7 +9,9 @@ never masked, and masks are reproducible from the trial's seed.
 - :mod:`~autobert.plugins.masking.static`: masks fixed per example copy (BERT);
 - :mod:`~autobert.plugins.masking.dynamic`: new masks at every visit (RoBERTa);
 - :mod:`~autobert.plugins.masking.whole_word`: every sub-token of a word together;
-- :mod:`~autobert.plugins.masking.span`: geometric spans of words (SpanBERT).
+- :mod:`~autobert.plugins.masking.span`: geometric spans of words (SpanBERT);
+- :mod:`~autobert.plugins.masking.entropy`: the tokens whose masking most changes
+  a task model's predictive entropy, topped up at random.
 
 The parameters only exist in trials that pretrain (the ``further_pretraining``
 technique enabled and ``further_pretraining.stages`` other than ``none``):
@@ -18,10 +20,11 @@ masking is read by the further-pretraining stages and nothing else.
 
 from __future__ import annotations
 
-from autobert import hookimpl
+from autobert import Setting, hookimpl
 from autobert.plugins.masking._base import MaskingContext, MaskingExample, MaskingStrategy, registered_strategies, strategy_key
 from autobert.plugins.masking._collator import MaskingCollator, budget_for, encode_corpus, replace
 from autobert.plugins.masking.dynamic import DynamicMasking
+from autobert.plugins.masking.entropy import EntropyMasking
 from autobert.plugins.masking.span import SpanMasking
 from autobert.plugins.masking.static import StaticMasking
 from autobert.plugins.masking.whole_word import WholeWordMasking
@@ -29,7 +32,7 @@ from autobert.plugins.masking.whole_word import WholeWordMasking
 __all__ = [
     "MaskingStrategy", "MaskingContext", "MaskingExample", "MaskingCollator", "registered_strategies",
     "strategy_key", "budget_for", "encode_corpus", "replace",
-    "StaticMasking", "DynamicMasking", "WholeWordMasking", "SpanMasking",
+    "StaticMasking", "DynamicMasking", "WholeWordMasking", "SpanMasking", "EntropyMasking",
 ]
 
 STRATEGY = "masking.strategy"
@@ -40,7 +43,37 @@ DEFAULT_STRATEGY = "dynamic"
 
 @hookimpl
 def autobert_masking_strategies():
-    return {"static": StaticMasking, "dynamic": DynamicMasking, "whole_word": WholeWordMasking, "span": SpanMasking}
+    return {"static": StaticMasking, "dynamic": DynamicMasking, "whole_word": WholeWordMasking, "span": SpanMasking,
+            "entropy": EntropyMasking}
+
+
+@hookimpl
+def autobert_settings():
+    from autobert.plugins.masking import entropy
+
+    return {
+        entropy.EPOCHS: Setting(entropy.DEFAULTS[entropy.EPOCHS], help=(
+            "epochs of the task model a task-guided strategy (entropy) fine-tunes on the labelled data")),
+        entropy.LEARNING_RATE: Setting(entropy.DEFAULTS[entropy.LEARNING_RATE], help="the task model's learning rate"),
+        entropy.BATCH_SIZE: Setting(entropy.DEFAULTS[entropy.BATCH_SIZE], help="the task model's batch size"),
+        entropy.SCORING_BATCH: Setting(entropy.DEFAULTS[entropy.SCORING_BATCH], help=(
+            "rows (masked copies of sentences) per forward pass when entropy masking scores the corpus")),
+    }
+
+
+@hookimpl
+def autobert_validate_study(study, settings):
+    from autobert.plugins.masking import entropy
+
+    problems = []
+    for name in (entropy.EPOCHS, entropy.BATCH_SIZE, entropy.SCORING_BATCH):
+        value = settings.get(name, entropy.DEFAULTS[name])
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"techniques.{name}: {value!r} must be an integer >= 1")
+    rate = settings.get(entropy.LEARNING_RATE, entropy.DEFAULTS[entropy.LEARNING_RATE])
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not rate > 0:
+        problems.append(f"techniques.{entropy.LEARNING_RATE}: {rate!r} must be a number > 0 (e.g. 1.0e-4)")
+    return problems
 
 
 # Last, so that further_pretraining.stages is drawn already in a trial. (Study

@@ -1,0 +1,233 @@
+"""Entropy-based masking: mask the tokens a task model's prediction depends on.
+
+A cheaper cousin of selective masking (Gu et al. 2020) without the masker:
+:meth:`EntropyMasking.prepare` fine-tunes a task model on the labelled training
+data (autobert's own pipeline with only the ``finetune`` technique, at the fixed
+recipe of the ``masking.task_model_*`` settings), then scores every token of the
+stage's corpus by how much the model's predictive entropy changes when that
+token alone is replaced by ``[MASK]``::
+
+    score(i) = | H(p(y | x with x_i masked)) - H(p(y | x)) |
+
+Each masked copy of a sentence is one row of a batched forward pass; rows of
+many sentences share a batch (``masking.scoring_batch_size`` rows). ``select``
+gives ``masking.entropy_share`` of the budget to the top-scored maskable
+tokens and tops the rest up at random among the others, so every visit masks
+exactly the budget and never a special or padding token.
+
+The task model and the scores are cached in the study's stage cache (namespace
+``masking``), keyed by what they depend on: the model, the training data, the
+labels, the recipe and seed (task model); that, the corpus, tokenizer and
+maximum length (scores). Trials that differ only in ``masking.entropy_share``
+or ``masking.probability`` score once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autobert.plugins.masking._base import MaskingContext, MaskingStrategy
+
+SHARE = "masking.entropy_share"
+EPOCHS = "masking.task_model_epochs"
+LEARNING_RATE = "masking.task_model_learning_rate"
+BATCH_SIZE = "masking.task_model_batch_size"
+SCORING_BATCH = "masking.scoring_batch_size"
+NAMESPACE = "masking"
+DEFAULTS = {EPOCHS: 2, LEARNING_RATE: 1e-4, BATCH_SIZE: 32, SCORING_BATCH: 256}
+
+
+def task_model_recipe(settings: dict[str, Any]) -> dict[str, Any]:
+    """The task model's fine-tuning recipe: fixed by settings, so every trial shares one task model."""
+    return {
+        "finetune.learning_rate": float(settings.get(LEARNING_RATE, DEFAULTS[LEARNING_RATE])),
+        "finetune.epochs": int(settings.get(EPOCHS, DEFAULTS[EPOCHS])),
+        "finetune.batch_size": int(settings.get(BATCH_SIZE, DEFAULTS[BATCH_SIZE])),
+        "finetune.warmup_ratio": 0.0,
+        "finetune.weight_decay": 0.0,
+    }
+
+
+def task_model_identity(run: Any, train_fingerprint: str) -> dict[str, Any]:
+    """Everything the task model depends on."""
+    from autobert.pipeline import resolve_model
+    from autobert.plugins.further_pretraining import model_identity
+
+    return {"model": model_identity(resolve_model(run.study)), "labels": list(run.label_names),
+            "recipe": task_model_recipe(run.settings), "seed": run.seed, "max_length": run.study.max_length,
+            "train": train_fingerprint}
+
+
+def train_task_model(datasets: dict[str, Any], run: Any, folder: Path) -> None:
+    """Fine-tune a sequence classifier on ``datasets["train"]`` with autobert's pipeline, save it to ``folder``."""
+    from optuna.trial import FixedTrial
+
+    from autobert.data import TaskData
+    from autobert.pipeline import run_pipeline
+    from autobert.plugin_manager import get_plugin_manager
+
+    splits = {name: datasets[name].select_columns(["text", "label"]) for name in ("train", "validation") if name in datasets}
+    if "validation" not in splits:
+        splits["validation"] = splits["train"]
+    data = TaskData(splits=splits, label_names=list(run.label_names), fingerprints={})
+    # Only finetune, at the settings' recipe: the study's other techniques (and their overrides) are not the task model's.
+    study = run.study.model_copy(update={"techniques": {}, "disable": []})
+    with warnings.catch_warnings():
+        # The recipe may lie outside finetune's default ranges (a tiny test model's 5e-3); it is meant to.
+        warnings.filterwarnings("ignore", message=".*is out of the range of the distribution")
+        run_pipeline(study, FixedTrial(task_model_recipe(run.settings)), get_plugin_manager(only=["finetune"]), data,
+                     seed=run.seed, save_to=folder)
+
+
+def entropy(logits):
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def entropy_scores(model: Any, rows: list[dict[str, Any]], mask_id: int, pad_id: int = 0,
+                   batch_size: int = 256) -> list[np.ndarray]:
+    """Each token's entropy change when it alone is masked; ``-inf`` where a token is not maskable.
+
+    Args:
+        model: A sequence classifier (``model(input_ids, attention_mask).logits``).
+        rows: Tokenised sentences (``input_ids`` and ``maskable``, as from ``encode_corpus``).
+        mask_id: The tokenizer's mask token.
+        batch_size: Rows per forward pass; a sentence of ``n`` maskable tokens
+            contributes ``n + 1`` rows (itself and each masked copy), and rows of
+            different sentences share batches.
+
+    Returns:
+        One float array per row, aligned with its ``input_ids``.
+    """
+    import torch
+
+    # (sentence, position or -1 for the unmasked sentence), longest sentences first so batches pad little.
+    order = sorted(range(len(rows)), key=lambda r: -len(rows[r]["input_ids"]))
+    jobs = [(r, p) for r in order for p in [-1, *np.flatnonzero(rows[r]["maskable"]).tolist()]]
+    entropies = {}
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            width = max(len(rows[r]["input_ids"]) for r, _ in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, (r, p) in enumerate(chunk):
+                row = torch.as_tensor(rows[r]["input_ids"], dtype=torch.long)
+                ids[i, :len(row)] = row
+                attention[i, :len(row)] = 1
+                if p >= 0:
+                    ids[i, p] = mask_id
+            values = entropy(model(input_ids=ids, attention_mask=attention).logits).tolist()
+            entropies.update(zip(chunk, values))
+    scores = []
+    for r, row in enumerate(rows):
+        score = np.full(len(row["input_ids"]), -np.inf, dtype=np.float32)
+        full = entropies[(r, -1)]
+        for p in np.flatnonzero(row["maskable"]):
+            score[p] = abs(entropies[(r, int(p))] - full)
+        scores.append(score)
+    return scores
+
+
+def top_up(scores: np.ndarray, maskable: np.ndarray, budget: int, share: float, rng: np.random.Generator) -> np.ndarray:
+    """``round(share * budget)`` top-scored maskable tokens, the rest of the budget at random among the others."""
+    selected = np.zeros(len(maskable), dtype=bool)
+    candidates = np.flatnonzero(maskable)
+    budget = min(budget, len(candidates))
+    ranked = candidates[np.argsort(-scores[candidates], kind="stable")]
+    top = ranked[:int(round(share * budget))]
+    selected[top] = True
+    rest = np.setdiff1d(candidates, top)
+    selected[rng.choice(rest, size=budget - len(top), replace=False)] = True
+    return selected
+
+
+class EntropyMasking(MaskingStrategy):
+    """Mask the tokens whose masking most changes a task model's predictive entropy."""
+
+    share = 1.0
+
+    def __init__(self):
+        self.scores: list[np.ndarray] | None = None
+
+    def search_space(self, space):
+        space.suggest_float(SHARE, 0.5, 1.0, step=0.25)
+
+    def identity(self, params, run=None):
+        found = super().identity(params, run)
+        if run is not None:
+            found["task_model"] = {"recipe": task_model_recipe(run.settings), "model": run.study.model,
+                                   "labels": list(run.label_names)}
+        return found
+
+    def prepare(self, context: MaskingContext) -> None:
+        from autobert.data import fingerprint
+        from autobert.plugins.further_pretraining import tokenizer_identity
+        from autobert.stage_cache import cache_key
+
+        run = context.run
+        self.share = float(context.params.get(SHARE, 1.0))
+        train = context.datasets["train"]
+        train_print = fingerprint([str(t) for t in train["text"]], [int(y) for y in train["label"]])
+        model_key = cache_key({"task_model": task_model_identity(run, train_print), "version": self.version})
+        scores_key = cache_key({"task_model": model_key, "corpus": context.corpus_fingerprint,
+                                "tokenizer": tokenizer_identity(run.tokenizer), "max_length": run.study.max_length})
+        cache = context.cache
+        if cache is not None and cache.get(NAMESPACE, f"entropy-scores-{scores_key}") is not None:
+            self.scores = load_scores(cache.path(NAMESPACE, f"entropy-scores-{scores_key}"))
+            return
+
+        def score(folder: Path) -> None:
+            from transformers import AutoModelForSequenceClassification
+
+            model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+            tokenizer = run.tokenizer
+            scores = entropy_scores(model, context.examples, tokenizer.mask_token_id,
+                                    tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                                    int(run.settings.get(SCORING_BATCH, DEFAULTS[SCORING_BATCH])))
+            save_scores(folder, scores)
+
+        if cache is None:
+            model_dir = Path(tempfile.mkdtemp(prefix="entropy-task-model-", dir=run.workdir))
+            train_task_model(context.datasets, run, model_dir)
+            scored = Path(tempfile.mkdtemp(prefix="entropy-scores-", dir=run.workdir))
+            score(scored)
+            self.scores = load_scores(scored)
+            shutil.rmtree(model_dir, ignore_errors=True)
+            return
+        model_dir = cache.build(NAMESPACE, f"entropy-task-model-{model_key}",
+                                lambda folder: train_task_model(context.datasets, run, folder),
+                                {"kind": "entropy task model", **task_model_recipe(run.settings)})
+        folder = cache.build(NAMESPACE, f"entropy-scores-{scores_key}", score,
+                             {"kind": "entropy scores", "task_model": model_key, "sentences": len(context.examples)})
+        self.scores = load_scores(folder)
+
+    def select(self, example, budget, rng):
+        scores = self.scores[example.index] if self.scores is not None and example.index < len(self.scores) else None
+        if scores is None or len(scores) != len(example.input_ids):
+            scores = np.zeros(len(example.input_ids), dtype=np.float32)  # no score: random masking
+        return top_up(scores, example.maskable, budget, self.share, rng)
+
+
+def save_scores(folder: Path, scores: list[np.ndarray]) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lengths = np.array([len(s) for s in scores], dtype=np.int64)
+    flat = np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+    np.savez(folder / "scores.npz", lengths=lengths, scores=flat)
+    (folder / "scores.json").write_text(json.dumps({"sentences": len(scores)}) + "\n")
+
+
+def load_scores(folder: Path) -> list[np.ndarray]:
+    with np.load(Path(folder) / "scores.npz") as data:
+        return np.split(data["scores"], np.cumsum(data["lengths"])[:-1]) if len(data["lengths"]) else []
