@@ -171,14 +171,14 @@ def test_masks_are_reproducible_from_the_seed(tokenizer):
 
 def test_the_built_in_strategies_are_registered_through_the_hook():
     pm = get_plugin_manager(only=["masking"])
-    assert set(registered_strategies(pm.hook)) == {"static", "dynamic", "whole_word", "span", "entropy"}
+    assert set(registered_strategies(pm.hook)) == {"static", "dynamic", "whole_word", "span", "entropy", "selective"}
 
 
 def test_masking_parameters_exist_only_in_trials_that_pretrain():
     pm = get_plugin_manager(only=["further_pretraining", "masking"])
     report = explore(pm.hook.autobert_search_space, pm.techniques, hooks=pm.hook)
     assert report.defaults["masking.strategy"].choices[0] == "dynamic"
-    assert set(report.defaults["masking.strategy"].choices) == {"static", "dynamic", "whole_word", "span", "entropy"}
+    assert set(report.defaults["masking.strategy"].choices) == {"static", "dynamic", "whole_word", "span", "entropy", "selective"}
     assert "masking.duplicates" in report.defaults
 
     from optuna.trial import FixedTrial

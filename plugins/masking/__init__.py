@@ -11,7 +11,9 @@ never masked, and masks are reproducible from the trial's seed.
 - :mod:`~autobert.plugins.masking.whole_word`: every sub-token of a word together;
 - :mod:`~autobert.plugins.masking.span`: geometric spans of words (SpanBERT);
 - :mod:`~autobert.plugins.masking.entropy`: the tokens whose masking most changes
-  a task model's predictive entropy, topped up at random.
+  a task model's predictive entropy, topped up at random;
+- :mod:`~autobert.plugins.masking.selective`: the tokens a masker trained on the
+  buffer procedure's labels marks important (Gu et al. 2020), topped up at random.
 
 The parameters only exist in trials that pretrain (the ``further_pretraining``
 technique enabled and ``further_pretraining.stages`` other than ``none``):
@@ -25,6 +27,7 @@ from autobert.plugins.masking._base import MaskingContext, MaskingExample, Maski
 from autobert.plugins.masking._collator import MaskingCollator, budget_for, encode_corpus, replace
 from autobert.plugins.masking.dynamic import DynamicMasking
 from autobert.plugins.masking.entropy import EntropyMasking
+from autobert.plugins.masking.selective import SelectiveMasking
 from autobert.plugins.masking.span import SpanMasking
 from autobert.plugins.masking.static import StaticMasking
 from autobert.plugins.masking.whole_word import WholeWordMasking
@@ -33,6 +36,7 @@ __all__ = [
     "MaskingStrategy", "MaskingContext", "MaskingExample", "MaskingCollator", "registered_strategies",
     "strategy_key", "budget_for", "encode_corpus", "replace",
     "StaticMasking", "DynamicMasking", "WholeWordMasking", "SpanMasking", "EntropyMasking",
+    "SelectiveMasking",
 ]
 
 STRATEGY = "masking.strategy"
@@ -44,12 +48,12 @@ DEFAULT_STRATEGY = "dynamic"
 @hookimpl
 def autobert_masking_strategies():
     return {"static": StaticMasking, "dynamic": DynamicMasking, "whole_word": WholeWordMasking, "span": SpanMasking,
-            "entropy": EntropyMasking}
+            "entropy": EntropyMasking, "selective": SelectiveMasking}
 
 
 @hookimpl
 def autobert_settings():
-    from autobert.plugins.masking import entropy
+    from autobert.plugins.masking import entropy, selective
 
     return {
         entropy.EPOCHS: Setting(entropy.DEFAULTS[entropy.EPOCHS], help=(
@@ -58,21 +62,38 @@ def autobert_settings():
         entropy.BATCH_SIZE: Setting(entropy.DEFAULTS[entropy.BATCH_SIZE], help="the task model's batch size"),
         entropy.SCORING_BATCH: Setting(entropy.DEFAULTS[entropy.SCORING_BATCH], help=(
             "rows (masked copies of sentences) per forward pass when entropy masking scores the corpus")),
+        selective.THRESHOLD: Setting(selective.DEFAULTS[selective.THRESHOLD], help=(
+            "selective masking: a token is important when the buffer's gold-label confidence comes within this of "
+            "the whole sentence's")),
+        selective.MASKER_LAYERS: Setting(selective.DEFAULTS[selective.MASKER_LAYERS], help=(
+            "selective masking: encoder layers of the masker (the study's model cut to this many)")),
+        selective.MASKER_EPOCHS: Setting(selective.DEFAULTS[selective.MASKER_EPOCHS], help="selective masking: the masker's epochs"),
+        selective.MASKER_LR: Setting(selective.DEFAULTS[selective.MASKER_LR], help="selective masking: the masker's learning rate"),
     }
 
 
 @hookimpl
 def autobert_validate_study(study, settings):
-    from autobert.plugins.masking import entropy
+    from autobert.plugins.masking import entropy, selective
 
     problems = []
     for name in (entropy.EPOCHS, entropy.BATCH_SIZE, entropy.SCORING_BATCH):
         value = settings.get(name, entropy.DEFAULTS[name])
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             problems.append(f"techniques.{name}: {value!r} must be an integer >= 1")
-    rate = settings.get(entropy.LEARNING_RATE, entropy.DEFAULTS[entropy.LEARNING_RATE])
-    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not rate > 0:
-        problems.append(f"techniques.{entropy.LEARNING_RATE}: {rate!r} must be a number > 0 (e.g. 1.0e-4)")
+    for name in (selective.MASKER_LAYERS, selective.MASKER_EPOCHS):
+        value = settings.get(name, selective.DEFAULTS[name])
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"techniques.{name}: {value!r} must be an integer >= 1")
+    threshold = settings.get(selective.THRESHOLD, selective.DEFAULTS[selective.THRESHOLD])
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold < 1:
+        problems.append(f"techniques.{selective.THRESHOLD}: {threshold!r} must be a number in [0, 1) (the reference "
+                        "code uses 0.01)")
+    for name, default in ((entropy.LEARNING_RATE, entropy.DEFAULTS[entropy.LEARNING_RATE]),
+                          (selective.MASKER_LR, selective.DEFAULTS[selective.MASKER_LR])):
+        rate = settings.get(name, default)
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not rate > 0:
+            problems.append(f"techniques.{name}: {rate!r} must be a number > 0 (e.g. 1.0e-4)")
     return problems
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,8 @@ LEARNING_RATE = "masking.task_model_learning_rate"
 BATCH_SIZE = "masking.task_model_batch_size"
 SCORING_BATCH = "masking.scoring_batch_size"
 NAMESPACE = "masking"
+#: Bump when the task model's training changes, so that cached task models are not reused.
+TASK_MODEL_VERSION = 1
 DEFAULTS = {EPOCHS: 2, LEARNING_RATE: 1e-4, BATCH_SIZE: 32, SCORING_BATCH: 256}
 
 
@@ -84,6 +85,41 @@ def train_task_model(datasets: dict[str, Any], run: Any, folder: Path) -> None:
         warnings.filterwarnings("ignore", message=".*is out of the range of the distribution")
         run_pipeline(study, FixedTrial(task_model_recipe(run.settings)), get_plugin_manager(only=["finetune"]), data,
                      seed=run.seed, save_to=folder)
+
+
+def task_model_key(context: MaskingContext) -> str:
+    """The cache name's key of the task model a stage's strategy would train."""
+    from autobert.data import fingerprint
+    from autobert.stage_cache import cache_key
+
+    train = context.datasets["train"]
+    train_print = fingerprint([str(t) for t in train["text"]], [int(y) for y in train["label"]])
+    return cache_key({"task_model": task_model_identity(context.run, train_print), "version": TASK_MODEL_VERSION})
+
+
+def task_model(context: MaskingContext) -> Path:
+    """The folder of the task model (a sequence classifier) for ``context``: cached, or trained now.
+
+    Shared by the task-guided strategies: ``entropy`` and ``selective`` with the
+    same settings, training data and seed use one task model.
+    """
+    return cached(context, f"task-model-{task_model_key(context)}",
+                  lambda folder: train_task_model(context.datasets, context.run, folder),
+                  {"kind": "task model", **task_model_recipe(context.run.settings)})
+
+
+def cached(context: MaskingContext, name: str, builder, description: dict[str, Any]) -> Path:
+    """``context.cache``'s entry ``name`` (namespace ``masking``), built by ``builder(folder)`` if missing;
+    without a cache, built once per trial under its work folder."""
+    if context.cache is not None:
+        return context.cache.build(NAMESPACE, name, builder, description)
+    folder = Path(context.run.workdir) / "masking" / name
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        builder(folder)
+        (folder / ".complete").touch()
+    return folder
 
 
 def entropy(logits):
@@ -171,45 +207,27 @@ class EntropyMasking(MaskingStrategy):
         return found
 
     def prepare(self, context: MaskingContext) -> None:
-        from autobert.data import fingerprint
         from autobert.plugins.further_pretraining import tokenizer_identity
         from autobert.stage_cache import cache_key
 
         run = context.run
         self.share = float(context.params.get(SHARE, 1.0))
-        train = context.datasets["train"]
-        train_print = fingerprint([str(t) for t in train["text"]], [int(y) for y in train["label"]])
-        model_key = cache_key({"task_model": task_model_identity(run, train_print), "version": self.version})
-        scores_key = cache_key({"task_model": model_key, "corpus": context.corpus_fingerprint,
+        model_key = task_model_key(context)
+        scores_key = cache_key({"task_model": model_key, "corpus": context.corpus_fingerprint, "version": self.version,
                                 "tokenizer": tokenizer_identity(run.tokenizer), "max_length": run.study.max_length})
-        cache = context.cache
-        if cache is not None and cache.get(NAMESPACE, f"entropy-scores-{scores_key}") is not None:
-            self.scores = load_scores(cache.path(NAMESPACE, f"entropy-scores-{scores_key}"))
-            return
 
         def score(folder: Path) -> None:
             from transformers import AutoModelForSequenceClassification
 
-            model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+            model = AutoModelForSequenceClassification.from_pretrained(str(task_model(context)))
             tokenizer = run.tokenizer
             scores = entropy_scores(model, context.examples, tokenizer.mask_token_id,
                                     tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
                                     int(run.settings.get(SCORING_BATCH, DEFAULTS[SCORING_BATCH])))
             save_scores(folder, scores)
 
-        if cache is None:
-            model_dir = Path(tempfile.mkdtemp(prefix="entropy-task-model-", dir=run.workdir))
-            train_task_model(context.datasets, run, model_dir)
-            scored = Path(tempfile.mkdtemp(prefix="entropy-scores-", dir=run.workdir))
-            score(scored)
-            self.scores = load_scores(scored)
-            shutil.rmtree(model_dir, ignore_errors=True)
-            return
-        model_dir = cache.build(NAMESPACE, f"entropy-task-model-{model_key}",
-                                lambda folder: train_task_model(context.datasets, run, folder),
-                                {"kind": "entropy task model", **task_model_recipe(run.settings)})
-        folder = cache.build(NAMESPACE, f"entropy-scores-{scores_key}", score,
-                             {"kind": "entropy scores", "task_model": model_key, "sentences": len(context.examples)})
+        folder = cached(context, f"entropy-scores-{scores_key}", score,
+                        {"kind": "entropy scores", "task_model": model_key, "sentences": len(context.examples)})
         self.scores = load_scores(folder)
 
     def select(self, example, budget, rng):
