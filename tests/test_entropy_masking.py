@@ -186,3 +186,11 @@ def test_a_bad_task_model_setting_is_a_clear_error_before_any_trial(tmp_path):
         validate_study(load_study(path), get_plugin_manager(only=TECHNIQUES))
     assert "techniques.masking.task_model_epochs: 0 must be an integer >= 1" in str(error.value)
     assert "techniques.masking.task_model_learning_rate: 'fast'" in str(error.value)
+
+
+def test_without_a_cache_the_scores_are_computed_in_the_trial_folder(prepared):
+    strategy, context, run, data = prepared
+    uncached = EntropyMasking()
+    uncached.prepare(context_for(run, data, UNSEEN, None))
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(uncached.scores, strategy.scores))
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (run.workdir / "masking").iterdir()) == ["entropy-scores", "task-model"]

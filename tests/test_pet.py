@@ -17,7 +17,7 @@ from autobert.plugin_manager import Technique, get_plugin_manager
 from autobert.plugins.further_pretraining import load_mlm
 from autobert.plugins.pet import cloze_batch, pet_loss, verbalizer_ids
 from autobert.search import validate_study
-from autobert.testing import make_tiny_model, write_study
+from autobert.testing import TechniqueConformance, make_tiny_model, write_study
 
 TECHNIQUES = ["finetune", "further_pretraining", "masking", "pet"]
 VERBALIZER = {"negative": "bad", "positive": "good"}
@@ -150,3 +150,15 @@ def test_pet_continues_from_the_task_stage_when_both_run(tmp_path):
     assert probe.built_from[-1].endswith("pet/model")
     assert attrs["pet"] == "pet: 4 steps from the further-pretrained encoder"
     assert attrs["further_pretraining"][0].startswith("task: 2 steps")
+
+
+class TestPetConformance(TechniqueConformance):
+    technique = "pet"
+    study_overrides = {"n_train": 32, "n_validation": 16, "only": TECHNIQUES,
+                       "techniques": {"finetune": {"epochs": 1, "batch_size": 16},
+                                      "further_pretraining": {"stages": "none"},
+                                      "pet": {"enabled": True, "steps": 2, "verbalizer": VERBALIZER, "batch_size": 4}}}
+
+    @pytest.fixture
+    def plugin_manager(self):
+        return get_plugin_manager(only=TECHNIQUES)
