@@ -7,7 +7,9 @@ them (the paper's claim: task-guided masks match random masks at under half
 the pretraining compute); and PET (``--pet-steps`` cloze steps on the training
 sentences). ``prep s`` is the time the strategy's ``prepare`` took (task model,
 scores, buffer procedure, masker, marks), measured on a cold cache per seed;
-the half-step rows reuse the masks (and the stage's cached prefix).
+the half-step rows reuse the masks (and the stage's cached prefix). The task
+model is shared: ``entropy`` (run first) pays for training it, ``selective``
+reuses it, so its figure is the buffer procedure, masker and marks alone.
 
 Usage::
 
@@ -156,6 +158,9 @@ def main() -> int:
         f"{args.mlm_batch_size}, lr {args.mlm_learning_rate:g}, 15 % masked. Task model: {args.task_epochs} epoch(s). "
         f"PET: {args.pet_steps} steps, pattern `{{text}} It was [MASK].`, verbalizer bad/good. Seeds {args.seeds}.",
         f"Command: `{command.strip()}`",
+        "",
+        "`prepare` is the strategies' preparation on a cold cache; the task model is trained once per seed, "
+        "inside `entropy`'s figure, and reused by `selective`. Half-step rows come first and build the masks.",
         "",
         "| recipe | domain steps | validation accuracy % (mean ± std) | trial seconds (mean) | prepare seconds (first use per seed) |",
         "|---|---:|---:|---:|---:|",
