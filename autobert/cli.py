@@ -117,8 +117,11 @@ def cmd_search(args) -> int:
         f"[bold]{study.name}[/]: {n_trials or 'unlimited'} trial(s), techniques: {', '.join(sorted(pm.techniques))}; "
         f"storage {shown(args.storage or study.storage_url)}"
     )
-    # Schedulers stop workers with SIGTERM: end the running trial as cleanly as Ctrl-C does.
+    # Schedulers stop workers with SIGTERM: end the running trial as cleanly as Ctrl-C does. SIGINT is
+    # set too: a process started in the background by a shell inherits it ignored, and Ctrl-C (or a
+    # scheduler's SIGINT) must still stop the search cleanly.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     with SearchProgress(console, n_trials, study.direction, study.metric) as progress:
         try:
             opened = run_search(
@@ -134,6 +137,7 @@ def cmd_search(args) -> int:
             return 130
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     console.print(leaderboard(opened, study.metric))
     if trial_summary(opened).get("complete"):
         path = export_best(study, opened, pm, data, args.export)

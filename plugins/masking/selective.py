@@ -225,6 +225,7 @@ class SelectiveMasking(MaskingStrategy):
         marks_key = cache_key({"masker": masker_key, "corpus": context.corpus_fingerprint})
 
         def build_masker(folder: Path) -> None:
+            import torch
             from transformers import AutoModelForSequenceClassification
 
             from autobert.pipeline import resolve_model
@@ -234,6 +235,7 @@ class SelectiveMasking(MaskingStrategy):
             labels = [int(y) for y in train["label"]]
             classifier = AutoModelForSequenceClassification.from_pretrained(str(task_model(context)))
             marks = buffer_labels(classifier, rows, labels, float(settings[THRESHOLD]), pad_id)
+            torch.manual_seed(run.seed)  # the token-classification head is new: its initialisation follows the seed
             masker = masker_base(resolve_model(run.study), int(settings[MASKER_LAYERS]))
             train_masker(masker, rows, marks, int(settings[MASKER_EPOCHS]), run.seed, pad_id, float(settings[MASKER_LR]))
             masker.save_pretrained(str(folder))
