@@ -56,6 +56,11 @@ def task_model_recipe(settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def task_model_summary(run: Any) -> dict[str, Any]:
+    """What a strategy's cache identity says of the task model it prepares with."""
+    return {"recipe": task_model_recipe(run.settings), "model": run.study.model, "labels": list(run.label_names)}
+
+
 def task_model_identity(run: Any, train_fingerprint: str) -> dict[str, Any]:
     """Everything the task model depends on."""
     from autobert.pipeline import resolve_model
@@ -175,12 +180,17 @@ def entropy_scores(model: Any, rows: list[dict[str, Any]], mask_id: int, pad_id:
     return scores
 
 
-def top_up(scores: np.ndarray, maskable: np.ndarray, budget: int, share: float, rng: np.random.Generator) -> np.ndarray:
-    """``round(share * budget)`` top-scored maskable tokens, the rest of the budget at random among the others."""
+def top_up(scores: np.ndarray, maskable: np.ndarray, budget: int, share: float, rng: np.random.Generator,
+           eligible: np.ndarray | None = None) -> np.ndarray:
+    """Up to ``round(share * budget)`` top-scored maskable tokens, the rest of the budget at random among the others.
+
+    With ``eligible``, only those tokens may be among the top ones (``selective`` takes only marked tokens).
+    """
     selected = np.zeros(len(maskable), dtype=bool)
     candidates = np.flatnonzero(maskable)
     budget = min(budget, len(candidates))
-    ranked = candidates[np.argsort(-scores[candidates], kind="stable")]
+    ranked = candidates if eligible is None else candidates[eligible[candidates]]
+    ranked = ranked[np.argsort(-scores[ranked], kind="stable")]
     top = ranked[:int(round(share * budget))]
     selected[top] = True
     rest = np.setdiff1d(candidates, top)
@@ -202,8 +212,7 @@ class EntropyMasking(MaskingStrategy):
     def identity(self, params, run=None):
         found = super().identity(params, run)
         if run is not None:
-            found["task_model"] = {"recipe": task_model_recipe(run.settings), "model": run.study.model,
-                                   "labels": list(run.label_names)}
+            found["task_model"] = task_model_summary(run)
         return found
 
     def prepare(self, context: MaskingContext) -> None:

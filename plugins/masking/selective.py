@@ -179,15 +179,9 @@ def masker_probabilities(model: Any, rows: list[dict[str, Any]], pad_id: int = 0
 def select_marked(probabilities: np.ndarray, maskable: np.ndarray, budget: int, share: float,
                   rng: np.random.Generator) -> np.ndarray:
     """Marked tokens (probability > 0.5, most probable first) up to ``share`` of the budget, the rest at random."""
-    selected = np.zeros(len(maskable), dtype=bool)
-    candidates = np.flatnonzero(maskable)
-    budget = min(budget, len(candidates))
-    marked = candidates[probabilities[candidates] > 0.5]
-    marked = marked[np.argsort(-probabilities[marked], kind="stable")][:int(round(share * budget))]
-    selected[marked] = True
-    rest = np.setdiff1d(candidates, marked)
-    selected[rng.choice(rest, size=budget - len(marked), replace=False)] = True
-    return selected
+    from autobert.plugins.masking.entropy import top_up
+
+    return top_up(probabilities, maskable, budget, share, rng, eligible=probabilities > 0.5)
 
 
 class SelectiveMasking(MaskingStrategy):
@@ -204,10 +198,9 @@ class SelectiveMasking(MaskingStrategy):
     def identity(self, params, run=None):
         found = super().identity(params, run)
         if run is not None:
-            from autobert.plugins.masking.entropy import task_model_recipe
+            from autobert.plugins.masking.entropy import task_model_summary
 
-            found["task_model"] = {"recipe": task_model_recipe(run.settings), "model": run.study.model,
-                                   "labels": list(run.label_names)}
+            found["task_model"] = task_model_summary(run)
             found["masker"] = {k: run.settings.get(k, v) for k, v in DEFAULTS.items()}
         return found
 
