@@ -22,3 +22,10 @@ def sample(split: str, n: int | None, out: Path) -> str:
     path = Path(out) / f"{split}-{n or 'all'}.csv"
     frame.to_csv(path, index=False)
     return str(path)
+
+
+def write_report(path: Path, lines: list[str]) -> None:
+    """Write a benchmark's markdown ``lines`` to ``path`` (creating its folder) and print them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))

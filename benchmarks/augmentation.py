@@ -41,7 +41,7 @@ from autobert.data import load_task_data
 from autobert.pipeline import quiet_transformers, run_pipeline
 from autobert.plugin_manager import get_plugin_manager
 
-from _common import ROOT, SST2, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+from _common import ROOT, SST2, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 
 TECHNIQUES = ["finetune", "augmentation", "eda", "contextual"]
 
@@ -177,9 +177,7 @@ def main() -> int:
                      f"{statistics.mean(r[2] for r in results):.0f} |")
     lines += ["", "Augmenting time is the first build of each cache entry; later trials with the same "
               "setting and seed read the cache."]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    write_report(args.output, lines)
     return 0
 
 

@@ -23,7 +23,6 @@ import platform
 import sys
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

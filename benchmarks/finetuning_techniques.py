@@ -29,7 +29,7 @@ from autobert.data import load_task_data
 from autobert.pipeline import quiet_transformers, run_pipeline
 from autobert.plugin_manager import get_plugin_manager
 
-from _common import ROOT, SST2, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+from _common import ROOT, SST2, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 
 
 SETTINGS = [
@@ -112,9 +112,7 @@ def main() -> int:
     for name, results in rows:
         lines.append(f"| {name} | {mean_std([r[0] for r in results])} | {mean_std([r[1] for r in results])} | "
                      f"{statistics.mean(r[2] for r in results):.0f} |")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    write_report(args.output, lines)
     return 0
 
 

