@@ -2,9 +2,18 @@
 
 The usual BERT recipe (Devlin et al. 2019): learning rate, epochs, batch size,
 warmup share and weight decay. Every study searches it.
+
+The setting ``techniques.finetune.group_by_length`` (default ``true``) batches
+sentences of similar length together: the rows are shuffled, cut into
+mega-batches of up to 50 batches, and each mega-batch is sorted by length, so
+that the collator's per-batch padding has little to add. Evaluation batches are
+grouped the same way; metrics do not depend on the order of the rows.
+``false`` gives uniformly random batches.
 """
 
-from autobert import hookimpl
+from autobert import Setting, hookimpl
+
+GROUP_BY_LENGTH = "finetune.group_by_length"
 
 
 @hookimpl
@@ -14,6 +23,21 @@ def autobert_search_space(space):
     space.suggest_categorical("finetune.batch_size", [16, 32])
     space.suggest_float("finetune.warmup_ratio", 0.0, 0.2)
     space.suggest_float("finetune.weight_decay", 0.0, 0.1)
+
+
+@hookimpl
+def autobert_settings():
+    return {GROUP_BY_LENGTH: Setting(True, help="batch sentences of similar length together (less padding, "
+                                                "faster on CPU); false = uniformly random batches")}
+
+
+@hookimpl
+def autobert_validate_study(study, settings):
+    value = settings.get(GROUP_BY_LENGTH, True)
+    if not isinstance(value, bool):
+        return [f"techniques.{GROUP_BY_LENGTH}: must be true or false, got {value!r}; write "
+                "`group_by_length: true` (batch similar lengths together) or `false` (uniformly random batches)"]
+    return None
 
 
 # First, so that other techniques see (and may change) the base recipe.
@@ -27,3 +51,5 @@ def autobert_training_arguments(args, run):
     args["warmup_steps"] = float(p["finetune.warmup_ratio"])
     args["weight_decay"] = p["finetune.weight_decay"]
     args["lr_scheduler_type"] = "linear"
+    if (getattr(run, "settings", None) or {}).get(GROUP_BY_LENGTH, True):
+        args["train_sampling_strategy"] = "group_by_length"
