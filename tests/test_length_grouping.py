@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -16,7 +14,7 @@ from autobert.config import load_frozen, load_study
 from autobert.errors import ConfigError
 from autobert.plugin_manager import Technique, get_plugin_manager
 from autobert.search import export_best, run_search, validate_study
-from autobert.testing import FILLER, NEGATIVE, POSITIVE, write_study
+from autobert.testing import synthetic_rows, write_study
 
 N_TRAIN = 320  # 5 batches of 16 per mega-batch: transformers groups at most a quarter of the rows together
 FINETUNE = {"learning_rate": 1e-3, "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}
@@ -24,14 +22,7 @@ FINETUNE = {"learning_rate": 1e-3, "epochs": 1, "batch_size": 16, "warmup_ratio"
 
 def varied_rows(n: int, seed: int = 0) -> list[tuple[str, int]]:
     """Sentences of 1 to 40 words, so that a batch's longest row is far from its average."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = [rng.choice(FILLER) for _ in range(rng.randint(0, 39))]
-        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
-        rows.append((" ".join(words), label))
-    return rows
+    return synthetic_rows(n, seed, fillers=(0, 39))
 
 
 def study_path(directory, name="grouping", **finetune_settings):

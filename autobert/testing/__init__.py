@@ -1,7 +1,7 @@
 """Tools for testing autobert and technique plugins on tiny, real models.
 
 ``make_tiny_model`` builds a 2-layer BERT (hidden size 32) with a WordPiece
-tokenizer trained on local text, in about a second; ``write_study`` writes a
+tokenizer built from local text, in about a second; ``write_study`` writes a
 study file over a synthetic task that such a model learns in seconds. Plugin
 authors subclass :class:`TechniqueConformance` (see its docstring).
 """
@@ -21,35 +21,59 @@ NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "terrible"]
 FILLER = ["the", "movie", "film", "plot", "was", "is", "really", "quite", "a", "story", "acting", "and", "it", "cast"]
 
 
-def synthetic_rows(n: int, seed: int = 0) -> list[tuple[str, int]]:
-    """Sentences whose label is decided by one sentiment word among fillers."""
+def synthetic_rows(n: int, seed: int = 0, fillers: tuple[int, int] = (4, 10)) -> list[tuple[str, int]]:
+    """Sentences whose label is decided by one sentiment word among ``fillers`` (a range) filler words."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         label = rng.randint(0, 1)
-        words = [rng.choice(FILLER) for _ in range(rng.randint(4, 10))]
+        words = [rng.choice(FILLER) for _ in range(rng.randint(*fillers))]
         words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
         rows.append((" ".join(words), label))
     return rows
 
 
+def tiny_vocabulary(texts: list[str], size: int = 400) -> list[str]:
+    """A WordPiece vocabulary of ``texts``: the same list, in the same order, in every process.
+
+    Special tokens, every character (alone and as ``##`` continuation), then the
+    texts' words (BERT's lowercasing and splitting), most frequent first and ties
+    alphabetical, up to ``size`` tokens. Every word of ``texts`` is one token
+    (while ``size`` allows); an unknown word splits into characters.
+
+    Not ``tokenizers``' ``WordPieceTrainer``: it breaks ties between equally
+    frequent pairs in the order of Rust hash maps, which are seeded afresh in every
+    process (``PYTHONHASHSEED`` does not reach them), so the vocabulary's token ids,
+    and some of its subword pieces, changed from one run to the next. A word then
+    got another embedding row of the seeded initialisation, and the tiny models
+    trained on it (the task-guided masking strategies' task model and masker among
+    them) were not reproducible across processes.
+    """
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    splitter = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(word for text in texts for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+    characters = sorted({c for word in counts for c in word})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters, *(f"##{c}" for c in characters)]
+    known = set(vocab)
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in known]
+    return vocab + words[:max(0, size - len(vocab))]
+
+
 def make_tiny_model(path: str | Path, texts: list[str] | None = None, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
-    """Save a tiny randomly initialised BERT and a WordPiece tokenizer trained on ``texts``."""
+    """Save a tiny randomly initialised BERT and a WordPiece tokenizer over ``texts`` (:func:`tiny_vocabulary`)."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     texts = texts or [t for t, _ in synthetic_rows(500)]
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
-    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-    (path / "vocab.txt").write_text("\n".join(word for word, _ in vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab={word: i for word, i in vocab}, do_lower_case=True)
+    vocab = tiny_vocabulary(texts)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}, do_lower_case=True)
     tokenizer.save_pretrained(str(path))
     config = BertConfig(
         vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
@@ -81,7 +105,7 @@ def write_study(
         (data / f"{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     model = directory / "tiny-bert"
     if not (model / "config.json").exists():
-        make_tiny_model(model, [t for t, _ in rows])
+        make_tiny_model(model, [t for t, _ in rows], seed=int(__import__("os").environ.get("TINY_SEED", "0")))
     study = {
         "name": name,
         "model": "tiny-bert",
@@ -104,4 +128,4 @@ def write_study(
     return path
 
 
-__all__ = ["make_tiny_model", "write_study", "synthetic_rows", "TechniqueConformance"]
+__all__ = ["make_tiny_model", "tiny_vocabulary", "write_study", "synthetic_rows", "TechniqueConformance"]
