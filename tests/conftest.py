@@ -3,9 +3,9 @@ import os
 # The tests train tiny models: one thread is faster than several fighting over 2 cores.
 # Set before torch starts its thread pool; subprocesses (the CLI tests) inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# The tiny models' WordPiece vocabularies (autobert.testing.make_tiny_model) order tied tokens
-# differently when `tokenizers` trains in parallel, and `tokenizers` turns parallelism off for good
-# once the process forks. Off from the start, every tiny model is the same whatever ran before it.
+# `tokenizers` turns its parallelism off for good once the process forks; off from the start, every
+# test runs the same way whatever ran before it. (The tiny models' vocabularies no longer depend on it:
+# autobert.testing.tiny_vocabulary builds them without tokenizers' trainer, the same in every process.)
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import pytest

@@ -105,7 +105,7 @@ def write_study(
         (data / f"{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     model = directory / "tiny-bert"
     if not (model / "config.json").exists():
-        make_tiny_model(model, [t for t, _ in rows], seed=int(__import__("os").environ.get("TINY_SEED", "0")))
+        make_tiny_model(model, [t for t, _ in rows])
     study = {
         "name": name,
         "model": "tiny-bert",
