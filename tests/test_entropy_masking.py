@@ -18,7 +18,7 @@ from autobert.stage_cache import StageCache
 from autobert.testing import NEGATIVE, POSITIVE, synthetic_rows, write_study
 
 TECHNIQUES = ["finetune", "further_pretraining", "masking"]
-TASK_MODEL = {"task_model_epochs": 6, "task_model_learning_rate": 5e-3, "task_model_batch_size": 16}
+TASK_MODEL = {"task_model_epochs": 10, "task_model_learning_rate": 2e-3, "task_model_batch_size": 16}
 PARAMS = {"masking.strategy": "entropy", "masking.probability": 0.15, "masking.entropy_share": 1.0}
 
 

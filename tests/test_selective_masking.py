@@ -19,7 +19,7 @@ from autobert.stage_cache import StageCache
 from autobert.testing import FILLER, NEGATIVE, POSITIVE, synthetic_rows, write_study
 
 TECHNIQUES = ["finetune", "further_pretraining", "masking"]
-SETTINGS = {"task_model_epochs": 10, "task_model_learning_rate": 5e-3, "task_model_batch_size": 16,
+SETTINGS = {"task_model_epochs": 10, "task_model_learning_rate": 2e-3, "task_model_batch_size": 16,
             "masker_epochs": 15, "masker_learning_rate": 5e-3}
 PARAMS = {"masking.strategy": "selective", "masking.probability": 0.15, "masking.selective_share": 1.0}
 UNSEEN = [text for text, _ in synthetic_rows(60, seed=7)]
