@@ -29,3 +29,8 @@ def write_report(path: Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
+
+
+def fixed_params(techniques: dict) -> set[str]:
+    """The ``technique.param`` names a study's ``techniques`` fix to one value (neither a range nor a list)."""
+    return {f"{t}.{k}" for t, values in techniques.items() for k, v in values.items() if not isinstance(v, (dict, list))}

@@ -58,7 +58,7 @@ from autobert.plugin_manager import get_plugin_manager
 from autobert.search import export_best, frozen_config, replay_trial, run_search
 
 import plain_trainer
-from _common import ROOT, SST2, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+from _common import ROOT, SST2, fixed_params, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 
 STUDY_FILE = Path(__file__).with_name("sst2-benchmark.yaml")
 FRESH_SEEDS = [100, 101, 102, 103, 104]
@@ -143,7 +143,7 @@ def run_hp_search(paths: dict, model: str, seeds: list[int], budget: float, work
             "retrain_seconds": sum(r["seconds"] for r in results), "curve": best_so_far(trials)}
 
 
-def run_autobert(work: Path, data: dict, seeds: list[int], budget: float, pm) -> tuple[dict, StudyConfig, int]:
+def run_autobert(work: Path, data: dict, seeds: list[int], budget: float, pm) -> tuple[dict, int]:
     study = autobert_study(work, data, "autobert", yaml.safe_load(STUDY_FILE.read_text())["pruner"])
     task_data = load_task_data(study)
     start = time.perf_counter()
@@ -160,13 +160,13 @@ def run_autobert(work: Path, data: dict, seeds: list[int], budget: float, pm) ->
     tests = [r.test_metrics["accuracy"] for r in result.results]
     for s, t in zip(seeds, tests):
         print(f"autobert winner, seed {s}: test {t:.4f}", flush=True)
-    fixed = {f"{t}.{k}" for t, v in study.techniques.items() for k, x in v.items() if not isinstance(x, (dict, list))}
+    fixed = fixed_params(study.techniques)
     row = {"system": "autobert", "search_seconds": search_seconds, "trial_seconds": trial_seconds(trials),
            "trials": f"{len(trials)} ({counts(trials)})",
            "recipe": describe({k: v for k, v in best.params.items() if k not in fixed}),
            "search_value": best.value, "test": tests, "validation": [r.value for r in result.results],
-           "retrain_seconds": retrain_seconds, "curve": best_so_far(trials), "study_trials": trials}
-    return row, study, len(finished(trials))
+           "retrain_seconds": retrain_seconds, "curve": best_so_far(trials)}
+    return row, len(finished(trials))
 
 
 def run_without_pruning(work: Path, data: dict, n_trials: int, pm) -> dict:
@@ -179,7 +179,7 @@ def run_without_pruning(work: Path, data: dict, n_trials: int, pm) -> dict:
     print(f"autobert without pruning: {len(trials)} trials in {seconds:.0f}s; best {opened.best_value:.4f}", flush=True)
     return {"system": "autobert, no pruning", "search_seconds": seconds, "trial_seconds": trial_seconds(trials),
             "trials": f"{len(trials)} ({counts(trials)})", "search_value": opened.best_value,
-            "curve": best_so_far(trials), "study_trials": trials}
+            "curve": best_so_far(trials)}
 
 
 # ---------------------------------------------------------------------------
@@ -351,7 +351,7 @@ def main() -> int:
         model = resolve_model(autobert_study(work, data, "probe", "none"))
 
         rows = [run_default(paths, model, seeds), run_hp_search(paths, model, seeds, args.budget, work)]
-        row, _, n_finished = run_autobert(work, data, seeds, args.budget, pm)
+        row, n_finished = run_autobert(work, data, seeds, args.budget, pm)
         rows.append(row)
         no_pruning = run_without_pruning(work, data, n_finished, pm)
         overhead = run_overhead(work, data, paths, model, args.overhead_repeats)

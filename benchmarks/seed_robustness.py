@@ -36,7 +36,7 @@ from autobert.pipeline import mean_std, quiet_transformers, run_seeds
 from autobert.plugin_manager import get_plugin_manager
 from autobert.search import export_best, replay_trial, run_search
 
-from _common import ROOT, SST2, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
+from _common import ROOT, SST2, fixed_params, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 
 TECHNIQUES = ["finetune", "pooling", "llrd", "reinit"]
 FRESH_SEEDS = [100, 101, 102, 103, 104]
@@ -81,7 +81,7 @@ def main() -> int:
         "llrd": {"decay": {"low": 0.8, "high": 1.0}},
         "reinit": {"layers": [0, 1]},
     }
-    fixed = {f"{t}.{k}" for t, values in techniques.items() for k, v in values.items() if not isinstance(v, (dict, list))}
+    fixed = fixed_params(techniques)
     arms = [("1 seed", [0], args.runs), ("3 seeds", [0, 1, 2], args.runs // 3)]
     rows = []
     for label, seeds, trials in arms:
