@@ -107,6 +107,8 @@ def cache_key(run, seeds: list[int], train_fingerprint: str) -> str:
         "model": resolve_model(study),
         "labels": list(run.label_names),
         "max_length": study.max_length,
+        # Other techniques' settings shape the teacher too (finetune.group_by_length, a vector file, ...).
+        "settings": {k: v for k, v in (run.settings or {}).items() if not k.startswith("distillation.")},
     }
     text = json.dumps(described, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]

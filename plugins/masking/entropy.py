@@ -64,11 +64,15 @@ def task_model_summary(run: Any) -> dict[str, Any]:
 def task_model_identity(run: Any, train_fingerprint: str) -> dict[str, Any]:
     """Everything the task model depends on."""
     from autobert.pipeline import resolve_model
+    from autobert.plugins.finetune import GROUP_BY_LENGTH, autobert_settings
     from autobert.plugins.further_pretraining import model_identity
 
     return {"model": model_identity(resolve_model(run.study)), "labels": list(run.label_names),
             "recipe": task_model_recipe(run.settings), "seed": run.seed, "max_length": run.study.max_length,
-            "train": train_fingerprint}
+            "train": train_fingerprint,
+            # The task model trains with finetune's default batching (train_task_model sets no techniques), and
+            # the batch order changes the model: a task model cached before that default changed is not this one.
+            "group_by_length": autobert_settings()[GROUP_BY_LENGTH].default}
 
 
 def train_task_model(datasets: dict[str, Any], run: Any, folder: Path) -> None:
