@@ -103,6 +103,11 @@ def describe(params: dict) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
 
 
+def _available_cores() -> int:
+    """Cores this process may run on (a run pinned with ``taskset`` says so in its report)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def pct(pair: tuple[float, float]) -> str:
     return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
 
@@ -324,7 +329,7 @@ def main() -> int:
     parser.add_argument("--train", type=int, default=1000, help="training sentences (0 = all 6,920)")
     parser.add_argument("--validation", type=int, default=0, help="validation sentences for the search (0 = all 872)")
     parser.add_argument("--test", type=int, default=0, help="test sentences (0 = all 1,821)")
-    parser.add_argument("--budget", type=float, default=480, help="wall-clock seconds per search")
+    parser.add_argument("--budget", type=float, default=900, help="wall-clock seconds per search")
     parser.add_argument("--seeds", type=int, default=5, help="fresh seeds each winner is re-trained on")
     parser.add_argument("--overhead-repeats", type=int, default=2)
     parser.add_argument("--throughput-seeds", type=int, default=3)
@@ -370,7 +375,8 @@ def main() -> int:
         "",
         f"Run on {date.today()}: autobert {autobert.__version__}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, optuna {optuna.__version__}, Python {platform.python_version()}; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores ({_available_cores()} available to "
+        f"this run), {torch.get_num_threads()} torch threads, "
         f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}. Whole run: {total / 60:.0f} min.",
         f"Data: SST-2 sentences, {args.train or 6920} training (sampled with seed 0), {args.validation or 872} "
         f"validation (searched on), {args.test or 1821} test (the winners only). Encoder: all-MiniLM-L6-v2, max length "
