@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -148,19 +149,8 @@ def main() -> int:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
 
-    command = "python benchmarks/augmentation.py" + (" --quick" if args.quick else
-                                                     f" --sizes {' '.join(map(str, args.sizes))}"
-                                                     + (" --full" if args.full else "")
-                                                     + f" --seeds {' '.join(map(str, args.seeds))}"
-                                                     + f" --epochs {args.epochs}")
-    if not args.quick and (args.eda_alpha, args.eda_copies) != ("auto", "auto"):
-        command += f" --eda-alpha {args.eda_alpha} --eda-copies {args.eda_copies}"
-    if args.mlm:
-        command += f" --mlm {args.mlm}"
-    if args.matched_epochs:
-        command += f" --matched-epochs {args.matched_epochs}"
-    if args.only:
-        command += " --only " + " ".join(f"'{o}'" for o in args.only)
+    # The command as given (every flag, so that the table can be reproduced from it).
+    command = "python benchmarks/augmentation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
         "# Data augmentation on SST-2 (MiniLM)",
         "",
