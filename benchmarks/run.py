@@ -25,6 +25,7 @@ Usage::
 
     python benchmarks/run.py --quick      # a few minutes; docs/benchmarks/run-quick.md
     python benchmarks/run.py              # about an hour on 2 CPU cores; docs/benchmarks/run.md
+    python benchmarks/run.py --warmup-steps 32   # and a pruning arm idle for its first 32 steps (one epoch)
 
 On a GPU only the budget changes: ``--budget``, ``--train``, ``--seeds``.
 """
@@ -174,15 +175,18 @@ def run_autobert(work: Path, data: dict, seeds: list[int], budget: float, pm) ->
     return row, len(finished(trials))
 
 
-def run_without_pruning(work: Path, data: dict, n_trials: int, pm) -> dict:
-    study = autobert_study(work, data, "autobert-no-pruning", "none")
+def run_fixed_trials(work: Path, data: dict, n_trials: int, pm, pruner: str | dict, system: str,
+                     study_name: str) -> dict:
+    """The autobert search with another pruner, for ``n_trials`` trials (the same sampler seed)."""
+    study = autobert_study(work, data, study_name, pruner)
     task_data = load_task_data(study)
     start = time.perf_counter()
     opened = run_search(study, pm, task_data, n_trials=n_trials)
     seconds = time.perf_counter() - start
     trials = opened.trials
-    print(f"autobert without pruning: {len(trials)} trials in {seconds:.0f}s; best {opened.best_value:.4f}", flush=True)
-    return {"system": "autobert, no pruning", "search_seconds": seconds, "trial_seconds": trial_seconds(trials),
+    print(f"{system}: {len(trials)} trials ({counts(trials)}) in {seconds:.0f}s; best {opened.best_value:.4f} "
+          f"with {describe(opened.best_params)}", flush=True)
+    return {"system": system, "search_seconds": seconds, "trial_seconds": trial_seconds(trials),
             "trials": f"{len(trials)} ({counts(trials)})", "search_value": opened.best_value,
             "curve": best_so_far(trials)}
 
@@ -314,6 +318,11 @@ def plot(rows: list[dict], no_pruning: dict, out: Path) -> list[str]:
             ax.step([x / 60 for x in xs], [100 * y for y in ys], where="post", marker="o", label=r["system"])
     ax.set_xlabel("search wall time (minutes)")
     ax.set_ylabel("best validation accuracy so far (%)")
+    # Zoom on the top 8 points, widened so every search's final best stays in view: a failed first
+    # trial (majority class) would otherwise squash the curves that matter into one line.
+    finals = [100 * r["curve"][-1][1] for r in [*rows[1:], no_pruning] if r["curve"] and r["curve"][-1][1] is not None]
+    if finals:
+        ax.set_ylim(min(max(finals) - 8, min(finals) - 2), max(finals) + 1)
     ax.set_title("Search progress")
     ax.legend()
     fig.tight_layout()
@@ -333,6 +342,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=5, help="fresh seeds each winner is re-trained on")
     parser.add_argument("--overhead-repeats", type=int, default=2)
     parser.add_argument("--throughput-seeds", type=int, default=3)
+    parser.add_argument("--warmup-steps", type=int, metavar="N",
+                        help="also run the search with the median pruner idle for its first N steps (e.g. one epoch)")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     if args.quick:
@@ -358,7 +369,13 @@ def main() -> int:
         rows = [run_default(paths, model, seeds), run_hp_search(paths, model, seeds, args.budget, work)]
         row, n_finished = run_autobert(work, data, seeds, args.budget, pm)
         rows.append(row)
-        no_pruning = run_without_pruning(work, data, n_finished, pm)
+        no_pruning = run_fixed_trials(work, data, n_finished, pm, "none", "autobert, no pruning",
+                                      "autobert-no-pruning")
+        warmup = None
+        if args.warmup_steps:
+            pruner = {**yaml.safe_load(STUDY_FILE.read_text())["pruner"], "n_warmup_steps": args.warmup_steps}
+            warmup = run_fixed_trials(work, data, n_finished, pm, pruner,
+                                      f"with pruning from step {args.warmup_steps}", "autobert-pruning-warmup")
         overhead = run_overhead(work, data, paths, model, args.overhead_repeats)
         throughput = run_throughput(paths, model, list(range(args.throughput_seeds)))
     finally:
@@ -410,6 +427,8 @@ def main() -> int:
         f"| with pruning | {pruned['trials']} | {pruned['trial_seconds']:.0f} | {100 * pruned['search_value']:.1f} |",
         f"| without pruning | {no_pruning['trials']} | {no_pruning['trial_seconds']:.0f} | "
         f"{100 * no_pruning['search_value']:.1f} |",
+        *([f"| {warmup['system']} | {warmup['trials']} | {warmup['trial_seconds']:.0f} | "
+           f"{100 * warmup['search_value']:.1f} |"] if warmup else []),
         "",
         f"Compute saved by pruning: {100 * saved:.0f} % of the trial-seconds.",
         "",
@@ -455,6 +474,12 @@ def main() -> int:
     speedup = measured[True]["examples_per_second"][0] / measured[False]["examples_per_second"][0]
     lines += ["", f"Length grouping: {speedup:.2f}× the training throughput of random batches."]
     write_report(output, lines)
+    # The raw figures beside the table, so that a report can be re-read or re-plotted without a rerun.
+    raw = {"command": command.strip(), "rows": rows, "no_pruning": no_pruning, "warmup": warmup,
+           "overhead": overhead,
+           "throughput": {"waste": throughput["waste"],
+                          "measured": {str(k): v for k, v in throughput["measured"].items()}}}
+    output.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str), encoding="utf-8")
     return 0
 
 
