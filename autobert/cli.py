@@ -95,6 +95,10 @@ def _prepare(args):
         data = validate_study(study, pm)
     except ConfigError as exc:
         raise ConfigError(args.study, with_lines(exc.problems, Path(args.study).read_text(encoding="utf-8"))) from None
+    # Doubts about the data (duplicates, rows shared between splits, rare classes) do not stop the run.
+    for warning in with_lines(list(data.warnings), Path(args.study).read_text(encoding="utf-8")):
+        err_console.print("[bold yellow]warning:[/] ", end="")
+        err_console.print(warning, markup=False, highlight=False, soft_wrap=True)
     return study, pm, data
 
 

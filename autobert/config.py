@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -45,7 +45,7 @@ class DataConfig(_Model):
 
 class SamplerConfig(_Model):
     name: Literal["tpe", "random"] = "tpe"
-    seed: int | None = 0
+    seed: int | None = Field(default=0, ge=0, le=2**32 - 1)
     n_startup_trials: int | None = Field(default=None, ge=0)
 
 
@@ -111,8 +111,9 @@ class StudyConfig(_Model):
     metric: str = "accuracy"
     direction: Literal["maximize", "minimize"] = "maximize"
     max_length: int = Field(default=128, ge=8)
-    seed: int = 0
-    seeds: list[int] | None = Field(default=None, min_length=1)
+    # numpy's generators take seeds in [0, 2**32 - 1]; a negative seed failed only once training started.
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] | None = Field(default=None, min_length=1)
     aggregate: Literal["mean", "median", "worst", "mean_minus_std"] = "mean"
     aggregate_k: float = Field(default=1.0, ge=0)
     evaluations_per_epoch: int = Field(default=1, ge=1)
@@ -230,7 +231,12 @@ class StudyConfig(_Model):
 
     def resolve_path(self, value: str | os.PathLike) -> Path:
         path = Path(os.path.expanduser(str(value)))
-        return path if path.is_absolute() else (self.base_dir / path).resolve()
+        if path.is_absolute():
+            return path
+        try:
+            return (self.base_dir / path).resolve()
+        except (RuntimeError, OSError):  # a symbolic link loop: left as written, for the caller to report
+            return Path(os.path.abspath(self.base_dir / path))
 
     def to_yaml(self) -> str:
         return dump_yaml(self.model_dump(mode="json", exclude_none=True))
@@ -365,12 +371,25 @@ def parse_config(text: str, source: str, base_dir: Path, cls: type[StudyConfig] 
         raise ConfigError(source, _format_pydantic(exc, _key_lines(text))) from None
 
 
+def _read_text(path: Path) -> str:
+    """A study file's text (UTF-8, a byte-order mark dropped), or an error saying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), [f"line {line}: byte 0x{exc.object[exc.start]:02x} is not UTF-8; save the study "
+                                      "file as UTF-8"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file ({exc.strerror or exc}); make it readable "
+                                      f"(chmod u+r {path})"]) from None
+
+
 def load_study(path: str | os.PathLike) -> StudyConfig:
     """Read a study file (a frozen config is read as a study too)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), [f"file not found: {path}; give the path of a study YAML file"])
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     raw_is_frozen = "provenance:" in text
     cls = FrozenConfig if raw_is_frozen else StudyConfig
     return parse_config(text, str(path), path.parent.resolve(), cls)
@@ -380,7 +399,7 @@ def load_frozen(path: str | os.PathLike) -> FrozenConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), [f"file not found: {path}; export one with `autobert best STUDY.yaml`"])
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     config = parse_config(text, str(path), path.parent.resolve(), FrozenConfig)
     return config  # type: ignore[return-value]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from typing import Any
 
 from autobert.config import StudyConfig
 from autobert.data import TaskData, load_task_data
@@ -74,8 +76,10 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
     for found in pm.hook.autobert_validate_study(study=study, settings=resolve_settings(study, declared)):
         problems.extend(found or [])
 
+    tokenizer = checkpoint = None
     try:
-        load_tokenizer(resolve_model(study))
+        checkpoint = resolve_model(study)
+        tokenizer = load_tokenizer(checkpoint)
     except ConfigError as exc:
         problems.extend(exc.problems)
     except Exception as exc:
@@ -89,6 +93,94 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
         data = load_task_data(study)
     except ConfigError as exc:
         problems.extend(exc.problems)
+    warnings: list[str] = []
+    if tokenizer is not None:
+        found, warned = model_limits(study, checkpoint, tokenizer, data)
+        problems.extend(found)
+        warnings.extend(warned)
     if problems:
         raise ConfigError("study file", problems)
-    return data
+    return dataclasses.replace(data, warnings=data.warnings + tuple(warnings)) if warnings else data
+
+
+# Models whose position ids start after the padding index (so positions - pad - 1 tokens fit).
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod", "roberta-prelayernorm"}
+# The tokenizer must know most of the text's tokens: above this share of unknown tokens it cannot encode the task.
+UNKNOWN_SHARE = 0.5
+# Rows tokenized to check the text against the model (enough to see a pattern, fast on any tokenizer).
+SAMPLE_ROWS = 20000
+
+
+def model_limits(study: StudyConfig, checkpoint: str, tokenizer: Any, data: TaskData | None) -> tuple[list[str], list[str]]:
+    """What the model allows: ``max_length`` within its positions, texts its tokenizer can encode, its head.
+
+    Returns:
+        ``(problems, warnings)``, each naming its key and the fix.
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(checkpoint)
+    except Exception:
+        config = None  # the model's own loading reports it; the tokenizer checks below still hold
+    limits = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        offset = (getattr(config, "pad_token_id", 0) or 0) + 1 if getattr(config, "model_type", "") in _OFFSET_POSITIONS else 0
+        limits.append((positions - offset, f"its position embeddings hold {positions}" + (f", {offset} of them reserved" if offset else "")))
+    if isinstance(getattr(tokenizer, "model_max_length", None), int) and tokenizer.model_max_length < 1_000_000:
+        limits.append((tokenizer.model_max_length, "its tokenizer's model_max_length"))
+    if limits:
+        limit, why = min(limits)
+        if study.max_length > limit:
+            problems.append(f"max_length: {study.max_length} tokens is more than {study.model!r} reads ({limit}: {why}); "
+                            f"set max_length to {limit} or less")
+    if config is not None and data is not None:
+        heads = [a for a in (getattr(config, "architectures", None) or []) if a.endswith("ForSequenceClassification")]
+        sized = getattr(config, "num_labels", None)
+        if heads and sized and sized != data.num_labels:
+            warnings.append(f"model: {study.model!r} is a classifier with {sized} labels ({heads[0]}) and the task has "
+                            f"{data.num_labels}; its head is replaced by a new {data.num_labels}-label head trained "
+                            "from scratch (only the encoder's weights are kept)")
+    if data is not None:
+        for split, dataset in data.splits.items():
+            found, warned = _encodable(study, tokenizer, data, split, dataset["text"][:SAMPLE_ROWS])
+            problems.extend(found)
+            warnings.extend(warned)
+    return problems, warnings
+
+
+def _encodable(study: StudyConfig, tokenizer: Any, data: TaskData, split: str, texts: list[str]) -> tuple[list[str], list[str]]:
+    key, where = f"data.{split}", data.files.get(split, f"data.{split}")
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    unk = getattr(tokenizer, "unk_token_id", None)
+    problems, warnings = [], []
+    nothing = [i for i, ids in enumerate(encoded) if not ids]
+    if nothing:
+        problems.append(f"{key}: {where}: {len(nothing)} row{'s have' if len(nothing) > 1 else ' has'} a text the "
+                        f"tokenizer of {study.model!r} turns into no token at all (only control, zero-width or "
+                        f"combining characters), {data.rows(split, nothing)}; write the text or delete the row")
+    if unk is not None:
+        total = sum(len(ids) for ids in encoded)
+        unknown = sum(ids.count(unk) for ids in encoded)
+        all_unknown = [i for i, ids in enumerate(encoded) if ids and all(t == unk for t in ids)]
+        if total and unknown / total > UNKNOWN_SHARE and split == "train":
+            example = all_unknown[0] if all_unknown else max(range(len(encoded)), key=lambda i: encoded[i].count(unk))
+            problems.append(
+                f"{key}: {where}: the tokenizer of {study.model!r} cannot encode these texts: {100 * unknown / total:.0f} % "
+                f"of their tokens are unknown ({tokenizer.unk_token}), e.g. {data.rows(split, [example])}, "
+                f"{texts[example][:40]!r}; the model does not know this language or script: choose a model whose "
+                "vocabulary covers it"
+            )
+        elif all_unknown:
+            warnings.append(f"{key}: {len(all_unknown)} row{'s are' if len(all_unknown) > 1 else ' is'} only unknown "
+                            f"tokens ({tokenizer.unk_token}) to {study.model!r}, {data.rows(split, all_unknown)}; the "
+                            "model sees nothing of them: check their language or script")
+    cut = [i for i, ids in enumerate(encoded) if len(ids) + 2 > study.max_length]
+    if len(cut) >= max(1, 0.05 * len(encoded)):
+        warnings.append(f"{key}: {len(cut)} of {len(encoded)} rows ({100 * len(cut) / len(encoded):.0f} %) are longer "
+                        f"than max_length ({study.max_length} tokens) and are cut, {data.rows(split, cut)}; raise "
+                        "max_length if their ends matter (or search truncation.strategy)")
+    return problems, warnings
