@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume even though the study file changed a parameter's choices or log scale: those keep the stored definition")
     p.add_argument("--init-only", action="store_true",
                    help="create the study in its storage (or check the stored one) and stop; run it once before starting several workers")
+    _device_arg(p)
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="start N worker processes on this machine, sharing the study (one GPU each where there are enough)")
+    # A worker started by --workers: no export, no leaderboard (the parent does both once all have stopped).
+    p.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("train", help="train a frozen config's recipe")
     p.add_argument("frozen", help="a frozen config (best.yaml)")
@@ -44,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-data-change", action="store_true", help="train even if the data's fingerprint changed")
     p.add_argument("--seeds", type=_seed_list, metavar="S1,S2,...",
                    help="train once per seed and report mean ± std (default: the recipe's own seeds); the model saved is the first seed's")
+    _device_arg(p)
+
+    p = sub.add_parser("ablate", help="re-train a frozen recipe with each of its techniques switched off, on paired seeds")
+    p.add_argument("frozen", help="a frozen config (best.yaml)")
+    p.add_argument("--seeds", type=_seed_list, default=[0, 1, 2, 3, 4], metavar="S1,S2,...",
+                   help="the seeds every arm trains on (default 0,1,2,3,4)")
+    p.add_argument("--add", action="append", default=[], metavar="NAME",
+                   help="also try a technique the recipe does not use, at its documented default (repeatable)")
+    p.add_argument("--output", "-o", type=Path,
+                   help="folder for ablation.md/.json, forest.png, recommended.yaml (default: <frozen dir>/<stem>-ablation)")
+    p.add_argument("--storage", help="Optuna storage URL of the ablation study (default: SQLite in the output folder)")
+    p.add_argument("--test", action="store_true", help="also score the test split (reported apart, never decides a verdict)")
+    p.add_argument("--allow-data-change", action="store_true", help="run even if the data's fingerprint changed")
 
     p = sub.add_parser("best", help="show the leaderboard and re-export the best recipe")
     _study_args(p)
@@ -72,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", metavar="cpu|cuda|cuda:N",
+                   help="train on this device (default: the first GPU if there is one, else the CPU)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of workers, 1 or more")
+    return value
+
+
 def _seed_list(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
@@ -85,16 +118,21 @@ def _seed_list(text: str) -> list[int]:
 def _prepare(args):
     """Load, check and return (study, plugin manager, data)."""
     from autobert.config import load_study, with_lines
+    from autobert.device import precision_problems
     from autobert.pipeline import quiet_transformers
     from autobert.search import plugin_manager_for, validate_study
 
     quiet_transformers()
     study = load_study(args.study)
     pm = plugin_manager_for(study, args.disable)
+    # Whether this machine runs the study's precision, reported with the study's other problems.
+    problems = precision_problems(study.precision)
     try:
         data = validate_study(study, pm)
     except ConfigError as exc:
-        raise ConfigError(args.study, with_lines(exc.problems, Path(args.study).read_text(encoding="utf-8"))) from None
+        problems += exc.problems
+    if problems:
+        raise ConfigError(args.study, with_lines(problems, Path(args.study).read_text(encoding="utf-8"))) from None
     # Doubts about the data (duplicates, rows shared between splits, rare classes) do not stop the run.
     for warning in with_lines(list(data.warnings), Path(args.study).read_text(encoding="utf-8")):
         err_console.print("[bold yellow]warning:[/] ", end="")
@@ -107,6 +145,13 @@ def cmd_search(args) -> int:
     from autobert.search import export_best, run_search, trial_summary
     from autobert.storage import shown
 
+    from autobert.device import select_device
+
+    select_device(args.device)  # before anything touches CUDA
+    if args.workers and not args.as_worker:
+        from autobert.workers import run_workers
+
+        return run_workers(args, console, err_console)
     study, pm, data = _prepare(args)
     if args.init_only:
         from autobert.search import init_study
@@ -142,6 +187,8 @@ def cmd_search(args) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
+    if args.as_worker:
+        return 0  # the process that started the workers shows the leaderboard and exports, once all have stopped
     console.print(leaderboard(opened, study.metric))
     if trial_summary(opened).get("complete"):
         path = export_best(study, opened, pm, data, args.export)
@@ -172,14 +219,21 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from autobert.config import dump_yaml, load_frozen, relocate, write_atomic
+    from autobert.config import dump_yaml, load_frozen, relocate, with_lines, write_atomic
     from autobert.data import load_task_data
+    from autobert.device import precision_problems, select_device
     from autobert.display import SearchProgress
     from autobert.pipeline import mean_std, metric_names, quiet_transformers, run_seeds
     from autobert.search import check_frozen, plugin_manager_for, replay_trial
 
+    select_device(args.device)  # before anything touches CUDA
     quiet_transformers()
     frozen = load_frozen(args.frozen)
+    problems = precision_problems(frozen.precision)
+    if problems:
+        raise ConfigError(args.frozen, with_lines([p + " (edit `precision` in the frozen config; the results then "
+                                                   "differ a little from the search's)" for p in problems],
+                                                  Path(args.frozen).read_text(encoding="utf-8")))
     pm = plugin_manager_for(frozen)
     data = load_task_data(frozen)
     check_frozen(frozen, data, args.allow_data_change)
@@ -240,6 +294,48 @@ def cmd_train(args) -> int:
         console.print(f"{frozen.metric}: {mean:.4f} ± {std:.4f} over {len(seeds)} seeds ({frozen.aggregate}: {result.value:.4f}); "
                       f"the saved model is seed {seeds[0]}'s")
     console.print(f"model, tokenizer, metrics.json and autobert.yaml written to [bold]{out}[/]")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from autobert.ablate import AblationProgress, default_output, plan, rich_table, run_ablation, write_outputs
+    from autobert.config import load_frozen
+    from autobert.data import load_task_data
+    from autobert.pipeline import quiet_transformers
+    from autobert.search import check_frozen, plugin_manager_for
+    from autobert.storage import shown
+
+    quiet_transformers()
+    frozen = load_frozen(args.frozen)
+    pm = plugin_manager_for(frozen)
+    data = load_task_data(frozen)
+    check_frozen(frozen, data, args.allow_data_change)
+    out = Path(args.output) if args.output else default_output(Path(args.frozen))
+    arms = plan(frozen, pm, args.add)
+    console.print(f"ablating trial {frozen.provenance.trial} of {frozen.provenance.study}: {len(arms.arms)} arm(s) "
+                  f"({', '.join(a.name for a in arms.arms)}) on seed(s) {', '.join(map(str, args.seeds))}"
+                  + (f"; not ablatable: {', '.join(sorted(arms.not_ablatable))}" if arms.not_ablatable else ""))
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    with AblationProgress(console, len(arms.arms) * len(args.seeds), frozen.metric) as progress:
+        try:
+            ablation = run_ablation(frozen, pm, data, seeds=args.seeds, output=out, recipe_path=str(args.frozen),
+                                    add=args.add, storage=args.storage, evaluate_test=args.test, progress=progress)
+        except KeyboardInterrupt:
+            progress.progress.stop()
+            stored = args.storage or f"sqlite:///{(out / 'ablation.db').resolve()}"
+            err_console.print(f"[yellow]interrupted[/]: finished arms and seeds are stored in {shown(stored)}; "
+                              "run the same command to resume.")
+            return 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
+    written = write_outputs(ablation, out)
+    console.print(rich_table(ablation))
+    if "recommended" in written:
+        dropped = ", ".join(ablation.dropped) or "nothing"
+        console.print(f"recommended recipe (drops {dropped}): [bold]{written['recommended']}[/]")
+    console.print(f"table, plot and JSON written to [bold]{out}[/]")
     return 0
 
 
@@ -327,7 +423,7 @@ def cmd_cache(args) -> int:
 
 
 COMMANDS = {"search": cmd_search, "train": cmd_train, "best": cmd_best, "validate": cmd_validate, "plugins": cmd_plugins,
-            "report": cmd_report, "cache": cmd_cache}
+            "report": cmd_report, "cache": cmd_cache, "ablate": cmd_ablate}
 
 
 def main(argv: list[str] | None = None) -> int:

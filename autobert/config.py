@@ -125,6 +125,11 @@ class StudyConfig(_Model):
     output_dir: str | None = None
     # Where stage outputs are cached (autobert.stage_cache); a path several workers share.
     cache_dir: str | None = None
+    # Every Trainer a trial runs (fine-tuning, further pretraining, teachers, task models): auto is bf16 on a GPU
+    # that has it, fp16 on older GPUs, fp32 on the CPU (autobert.device). A frozen config records what auto became.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # The Trainer's logging integrations (`tensorboard`, `wandb`, ...), run name `<study>-trial-N-seed-S`.
+    report_to: str | list[str] = "none"
     disable: list[str] = []
     techniques: dict[str, dict[str, Any]] = {}
 
@@ -247,6 +252,14 @@ class FrozenConfig(StudyConfig):
 
     provenance: Provenance
 
+    @model_validator(mode="before")
+    @classmethod
+    def _precision_before_the_key(cls, data: Any) -> Any:
+        # A recipe exported before `precision` existed was found in fp32; replay it so, not as `auto`.
+        if isinstance(data, dict) and "precision" not in data:
+            data = {**data, "precision": "fp32"}
+        return data
+
     @property
     def params(self) -> dict[str, Any]:
         return dict(self.provenance.params)
@@ -277,12 +290,29 @@ def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux' /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # set and restore: the only portable way to read it
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; the renamed file gets what the umask gives any new file (0644 under 022).
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

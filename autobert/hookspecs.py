@@ -19,6 +19,7 @@ label names and a private working directory for the trial.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import pluggy
@@ -63,6 +64,38 @@ def autobert_search_space(space: SearchSpace) -> None:
 
 
 @hookspec
+def autobert_trial_cost(
+    params: dict[str, Any], train_rows: int, settings: dict[str, Any], cache_dir: Path, hooks: Any
+) -> Mapping[str, float] | None:
+    """Predict the work this technique adds to one run of a trial, before it starts.
+
+    :param params: The trial's drawn parameters (every technique's), as
+        ``run.params`` will hold them.
+    :param train_rows: Rows in the task's training split, before augmentation.
+    :param settings: Every enabled technique's settings (see
+        :func:`autobert_settings`), paths resolved.
+    :param cache_dir: The study's stage cache folder: leave out work whose
+        output is already cached there.
+    :param hooks: The plugin manager's hook relay, for a technique whose cost
+        depends on an extension point of its own (the augmenters).
+    :return: ``{"term": work}``, the work of each expensive thing the
+        technique does, in **example passes**: one forward and backward pass
+        of one training example at the study's ``max_length`` (a forward pass
+        alone is about a third of one); or ``None`` when it adds nothing.
+
+    Called once per trial and seed by the search's cost model, for every
+    enabled technique, after the search space is drawn and before anything
+    heavy. The search turns the summed work into seconds with the throughput it
+    measures on this study's own trials, and uses the prediction to keep a time
+    budget (a trial predicted not to fit is not started) and to explore cheap
+    recipes first. A technique that trains another model (a teacher, a task
+    model), runs a stage (further pretraining) or multiplies the training rows
+    says so here; one that only changes how a step is computed may return
+    nothing. Must be cheap and free of side effects.
+    """
+
+
+@hookspec
 def autobert_settings() -> Mapping[str, Setting] | None:
     """Declare the technique's settings: fixed values the user gives once, never searched.
 
@@ -76,6 +109,26 @@ def autobert_settings() -> Mapping[str, Setting] | None:
     of ``path=True`` settings arrive resolved against the study file's folder.
     Settings are copied into frozen configs, so a replay sees the same values,
     and are listed by ``autobert plugins``. Called once per process; must be
+    cheap and free of side effects.
+    """
+
+
+@hookspec
+def autobert_ablation() -> Mapping[str, Any] | None:
+    """Declare how the technique is switched off, and on at its documented default.
+
+    :return: ``{"off": {...}, "on": {...}}``: ``off`` the values of the
+        technique's own parameters that switch it off (the neutral choice of
+        its space, ``{"llrd.decay": 1.0}``); ``on``, optional, the complete
+        parameter values of its documented default, conditional ones included
+        (``{"llrd.decay": 0.95}``). Or ``{"reason": "..."}`` when the
+        technique cannot be switched off on its own; ``None`` (or no
+        implementation) counts as "declares no off value".
+
+    ``autobert ablate`` re-trains a frozen recipe with each technique it uses
+    (one whose ``off`` parameters are drawn with other values) switched off
+    alone, and with ``--add NAME`` a technique it does not use switched on at
+    ``on``; parameters the changed recipe no longer draws are dropped. Must be
     cheap and free of side effects.
     """
 

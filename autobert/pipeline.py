@@ -101,6 +101,9 @@ class TrialRun:
         hooks: The plugin manager's hook relay (``pm.hook``), for a technique
             that offers an extension point of its own
             (``run.hooks.autobert_augmenters(settings=run.settings)``).
+        precision: What the study's ``precision`` resolved to on this machine:
+            ``fp32``, ``bf16`` or ``fp16``. A technique that runs a ``Trainer``
+            of its own passes :attr:`precision_arguments` to it.
     """
 
     study: StudyConfig
@@ -114,6 +117,14 @@ class TrialRun:
     metadata: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     hooks: Any = None
+    precision: str = "fp32"
+
+    @property
+    def precision_arguments(self) -> dict[str, Any]:
+        """``TrainingArguments`` keywords for the run's precision and device (``{"bf16": True}``, ...)."""
+        from autobert.device import trainer_arguments
+
+        return trainer_arguments(self.precision)
 
     @property
     def num_labels(self) -> int:
@@ -136,6 +147,8 @@ class TrialResult:
     params: dict[str, Any]
     seconds: float
     steps: int
+    # Set when the batch was halved to fit in memory (see BatchFit.record).
+    batch_fit: dict[str, int] | None = None
 
 
 class _Collator:
@@ -166,6 +179,10 @@ class _AutobertTrainer(Trainer):
             )
         self.pm = pm
         self.run = run
+        # compute_loss returns each batch's mean loss (it ignores num_items_in_batch), so the Trainer must divide
+        # it by the accumulation steps; with a model whose forward takes **kwargs it otherwise would not, and
+        # gradient accumulation (the out-of-memory fallback) would multiply the gradients instead of averaging.
+        self.model_accepts_loss_kwargs = False
         self._model_keys = set(inspect.signature(self.model.forward).parameters) | {"labels"}
 
     def create_optimizer(self, model=None):
@@ -296,8 +313,11 @@ def run_pipeline(
         optuna.TrialPruned: the pruner stopped the trial.
         TrialFailed: the loss diverged, or a technique could not run.
     """
+    from autobert.device import resolve_precision
+
     start = time.perf_counter()
     params = draw_params(study, trial, pm)
+    precision = resolve_precision(study.precision)  # ConfigError, with the fix, where this machine cannot run it
 
     checkpoint = resolve_model(study)
     study_dir = study.study_dir
@@ -307,7 +327,7 @@ def run_pipeline(
     run = TrialRun(
         study=study, params=params, seed=study.seed if seed is None else seed, tokenizer=load_tokenizer(checkpoint),
         label_names=list(data.label_names), workdir=workdir, cache_dir=study.cache_path, trial=trial,
-        settings=resolve_settings(study, declared_settings(pm)), hooks=pm.hook,
+        settings=resolve_settings(study, declared_settings(pm)), hooks=pm.hook, precision=precision,
     )
     try:
         _set_seed(run.seed)
@@ -316,28 +336,43 @@ def run_pipeline(
         checkpoint = pm.hook.autobert_further_pretrain(checkpoint=checkpoint, datasets=datasets, run=run) or checkpoint
         encoded = _tokenize(datasets, pm, run)
 
-        _set_seed(run.seed)
-        model = pm.hook.autobert_build_model(checkpoint=checkpoint, run=run)
-        pm.hook.autobert_modify_model(model=model, run=run)
+        fit = BatchFit()
+        while True:  # once, unless the batch does not fit in memory (see BatchFit)
+            _set_seed(run.seed)
+            model = pm.hook.autobert_build_model(checkpoint=checkpoint, run=run)
+            pm.hook.autobert_modify_model(model=model, run=run)
 
-        args = _training_arguments(run)
-        pm.hook.autobert_training_arguments(args=args, run=run)
-        if "eval_steps" not in args:
-            args["eval_steps"] = _eval_steps(len(encoded["train"]), args, study.evaluations_per_epoch)
-        training_args = TrainingArguments(**args)
+            args = _training_arguments(run)
+            pm.hook.autobert_training_arguments(args=args, run=run)
+            fit.apply(args)
+            if "eval_steps" not in args:
+                args["eval_steps"] = _eval_steps(len(encoded["train"]), args, study.evaluations_per_epoch)
+            if args.get("logging_strategy") == "steps" and "logging_steps" not in args:
+                args["logging_steps"] = max(1, args["eval_steps"] // 4)
+            training_args = TrainingArguments(**args)
 
-        reporter = _Reporter(trial, study.metric, progress)
-        callbacks = [reporter]
-        for found in pm.hook.autobert_trainer_callbacks(run=run):
-            callbacks.extend(found or [])
-        trainer = _AutobertTrainer(
-            model=model, args=training_args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
-            data_collator=_Collator(run.tokenizer), compute_metrics=_metrics_fn(pm), callbacks=callbacks,
-            pm=pm, run=run,
-        )
-        # autobert shows its own progress; the trainer's printer would repeat it.
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
+            reporter = _Reporter(trial, study.metric, progress)
+            callbacks = [reporter]
+            for found in pm.hook.autobert_trainer_callbacks(run=run):
+                callbacks.extend(found or [])
+            trainer = _AutobertTrainer(
+                model=model, args=training_args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
+                data_collator=_Collator(run.tokenizer), compute_metrics=_metrics_fn(pm), callbacks=callbacks,
+                pm=pm, run=run,
+            )
+            # autobert shows its own progress; the trainer's printer would repeat it.
+            trainer.remove_callback(PrinterCallback)
+            _tensorboard_into(trainer, run)
+            try:
+                trainer.train()
+                break
+            except Exception as exc:
+                if not fit.retry_after(exc, args):
+                    raise
+                del trainer, model
+                from autobert.device import free_accelerator_memory
+
+                free_accelerator_memory()
         if not reporter.history or reporter.history[-1][0] != trainer.state.global_step:
             trainer.evaluate()
         metrics = _last_evaluation(trainer.state.log_history)
@@ -355,10 +390,83 @@ def run_pipeline(
             raise TrialFailed(f"the validation {study.metric} is {value}")
         return TrialResult(
             value=value, metrics=metrics, test_metrics=test_metrics, params=dict(run.params),
-            seconds=time.perf_counter() - start, steps=trainer.state.global_step,
+            seconds=time.perf_counter() - start, steps=trainer.state.global_step, batch_fit=fit.record(),
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class BatchFit:
+    """Halves the per-device batch of a run that ran out of memory, keeping the effective batch.
+
+    Each retry trains from the start with half the per-device batch and twice
+    the gradient accumulation, so the optimizer sees the same batches of the
+    same size (the recipe is unchanged; the sums are only split in two).
+    It stops at the floor: a per-device batch of 1, or an odd one, which
+    cannot be halved exactly; the run then fails with the out-of-memory hint.
+    """
+
+    def __init__(self):
+        self.halvings = 0
+        self.requested: int | None = None
+        self.batch: int | None = None
+        self.accumulation: int | None = None
+
+    def apply(self, args: dict[str, Any]) -> None:
+        """Scale ``args`` (the Trainer's keywords, as the hooks left them) by the halvings so far."""
+        self.requested = int(args.get("per_device_train_batch_size", 8))
+        accumulation = int(args.get("gradient_accumulation_steps", 1))
+        factor = 2 ** self.halvings
+        if self.halvings:
+            args["per_device_train_batch_size"] = self.requested // factor
+            args["gradient_accumulation_steps"] = accumulation * factor
+        self.batch, self.accumulation = self.requested // factor, accumulation * factor
+
+    def retry_after(self, exc: BaseException, args: dict[str, Any]) -> bool:
+        """Whether to train again at half the batch after ``exc``.
+
+        Raises:
+            TrialFailed: out of memory at the floor, saying what was tried and what to do.
+        """
+        from autobert.device import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            return False
+        if self.batch is None or self.batch <= 1 or self.batch % 2:
+            tried = (f"after halving the per-device batch from {self.requested} to {self.batch} "
+                     f"(gradient accumulation {self.accumulation})" if self.halvings
+                     else f"at a per-device batch of {self.batch}, which cannot be halved exactly")
+            raise TrialFailed(
+                f"out of memory {tried} ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); "
+                "lower max_length, or narrow finetune.batch_size to smaller (even) sizes"
+            ) from exc
+        self.halvings += 1
+        return True
+
+    def record(self) -> dict[str, int] | None:
+        """``{"per_device_train_batch_size", "gradient_accumulation_steps", "requested_batch_size", "halvings"}``
+        when the batch was halved, else None."""
+        if not self.halvings:
+            return None
+        return {"per_device_train_batch_size": self.batch, "gradient_accumulation_steps": self.accumulation,
+                "requested_batch_size": self.requested, "halvings": self.halvings}
+
+
+def _tensorboard_into(trainer: Trainer, run: TrialRun) -> None:
+    """Point the Trainer's TensorBoard callback at ``<study dir>/tensorboard/<run name>``.
+
+    Its default is inside the trainer's output folder, which is the trial's
+    temporary folder, removed when the trial ends.
+    """
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback).__name__ == "TensorBoardCallback":
+            callback.logging_dir = str(run.study.study_dir / "tensorboard" / trainer.args.run_name)
+
+
+def run_name(run: TrialRun) -> str:
+    """``<study>-trial-<number>-seed-<seed>``: the run's name in logging integrations."""
+    number = getattr(run.trial, "number", None)
+    return f"{run.study.name}-trial-{'fixed' if number is None else number}-seed-{run.seed}"
 
 
 def save_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
@@ -470,8 +578,12 @@ def run_seeds(
     them (and may raise ``optuna.TrialPruned``). Only the first seed's model is
     saved to ``save_to``.
     """
+    from autobert.device import resolve_precision
+
     seeds = list(seeds or study.run_seeds)
     results: list[TrialResult] = []
+    # What `auto` became here; the frozen config records it, so a replay trains in the same precision.
+    _note(trial, "precision", resolve_precision(study.precision))
     if len(seeds) == 1:
         results.append(run_pipeline(study, trial, pm, data, seed=seeds[0], save_to=save_to,
                                     evaluate_test=evaluate_test, progress=progress))
@@ -484,8 +596,17 @@ def run_seeds(
                                         evaluate_test=evaluate_test, progress=progress))
             if after_seed is not None:
                 after_seed(index, seed, results)
+    fits = {str(s): r.batch_fit for s, r in zip(seeds, results) if r.batch_fit}
+    if fits:
+        _note(trial, "out_of_memory", fits)
     value = aggregate([r.value for r in results], study.aggregate, study.aggregate_k, study.direction)
     return SeedsResult(seeds=seeds, results=results, value=value)
+
+
+def _note(trial: Any, key: str, value: Any) -> None:
+    """Record ``value`` in the trial's user attributes (a live trial stores it; a FixedTrial keeps it in memory)."""
+    if hasattr(trial, "set_user_attr"):
+        trial.set_user_attr(key, value)
 
 
 def _last_evaluation(log_history: list[dict]) -> dict[str, float]:
@@ -503,14 +624,23 @@ def _training_arguments(run: TrialRun) -> dict[str, Any]:
         "seed": run.seed,
         "eval_strategy": "steps",
         "save_strategy": "no",
-        "logging_strategy": "no",
-        "report_to": "none",
+        **_reporting(run),
+        **run.precision_arguments,
         "disable_tqdm": True,
         "remove_unused_columns": False,
         "per_device_eval_batch_size": 64,
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": torch.cuda.is_available(),
     }
+
+
+def _reporting(run: TrialRun) -> dict[str, Any]:
+    """The study's ``report_to`` as Trainer keywords; logging is on only when something receives it."""
+    wanted = run.study.report_to
+    targets = [t for t in ([wanted] if isinstance(wanted, str) else list(wanted)) if t != "none"]
+    if not targets:
+        return {"report_to": "none", "logging_strategy": "no"}
+    return {"report_to": targets, "run_name": run_name(run), "logging_strategy": "steps"}
 
 
 def _eval_steps(n_train: int, args: dict[str, Any], per_epoch: int) -> int:

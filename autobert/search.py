@@ -17,7 +17,9 @@ import autobert
 from autobert.config import FrozenConfig, StudyConfig, dump_yaml, relocate, write_atomic
 from autobert.data import TaskData
 from autobert.errors import AutobertError, ConfigError, PluginError, TrialFailed
-from autobert.pipeline import Progress, TrialResult, mean_std, run_seeds
+from autobert import budget
+from autobert.pipeline import Progress, TrialResult, draw_params, mean_std, run_seeds
+from autobert.planner import Planner, finalists, is_finalist, is_skipped, winner
 from autobert.plugin_manager import PluginManager, get_plugin_manager
 from autobert.settings import declared_settings, relocated_settings
 from autobert.space import explore
@@ -73,7 +75,13 @@ def make_sampler(study: StudyConfig, n_existing: int = 0, worker: int | None = N
 def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
     cfg = study.pruner
     if cfg.name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
+        return optuna.pruners.MedianPruner(n_startup_trials=1 if cfg.n_startup_trials is None else cfg.n_startup_trials,
+                                           n_warmup_steps=cfg.n_warmup_steps)
+    if cfg.name == "fraction":
+        from autobert.pruners import ScheduleFractionPruner
+
+        return ScheduleFractionPruner(min_fraction=cfg.min_fraction, percentile=cfg.percentile,
+                                      n_startup_trials=3 if cfg.n_startup_trials is None else cfg.n_startup_trials)
     if cfg.name == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner()
     if cfg.name == "hyperband":
@@ -129,6 +137,11 @@ def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
     stored_metric = opened.user_attrs.get("metric")
     if stored_metric is None:
         opened.set_user_attr("metric", study.metric)
+    if opened.metric_names != [study.metric] and stored_metric in (None, study.metric):
+        # Optuna's own name for the objective: the dashboard and `optuna` CLI show it instead of "Objective 0".
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            opened.set_metric_names([study.metric])
     elif stored_metric != study.metric:
         raise ConfigError(
             "study file",
@@ -229,7 +242,7 @@ def _kind(distribution: optuna.distributions.BaseDistribution) -> str:
 
 def make_objective(
     study: StudyConfig, pm: PluginManager, data: TaskData, progress: Progress | None = None,
-    stored: dict[str, Any] | None = None,
+    stored: dict[str, Any] | None = None, planner: Planner | None = None,
 ) -> Callable[[optuna.Trial], float]:
     """The objective: the recipe once per seed, aggregated; failures become a FAIL with a reason.
 
@@ -239,6 +252,13 @@ def make_objective(
     Every trial stores ``seed_values`` (``{"0": value, ...}``) in its user
     attributes. With several seeds, the value on seed i is reported at step i,
     so ``WilcoxonPruner`` can stop a recipe after its first seeds.
+
+    With a ``planner`` (:mod:`autobert.planner`), every trial also stores its
+    ``predicted_seconds`` (and ``predicted_work``, ``cost_terms``, ``runs``)
+    before it starts; one the planner refuses is pruned at once with the
+    reason in ``not_started``; one the clock stops is pruned with the reason
+    in ``stopped_reason``. A finalist run (user attributes ``finalist_of`` and
+    ``finalist_seed``) trains its recipe once on its fresh seed, unpruned.
     """
     seeds = study.run_seeds
 
@@ -256,14 +276,36 @@ def make_objective(
         if stored:
             trial = _StoredSpaceTrial(trial, stored)
         trial.set_user_attr("worker", worker_name())
-        trial.set_user_attr("seed", seeds[0])
-        trial.set_user_attr("seeds", seeds)
+        finalist_seed = trial.user_attrs.get("finalist_seed")
+        run_seeds_ = [int(finalist_seed)] if finalist_seed is not None else seeds
+        trial.set_user_attr("seed", run_seeds_[0])
+        trial.set_user_attr("seeds", run_seeds_)
+        prediction = None
+        if planner is not None:
+            params = draw_params(study, trial, pm)
+            prediction = planner.predict(params, len(run_seeds_))
+            trial.set_user_attr("predicted_seconds", round(prediction.seconds, 2))
+            trial.set_user_attr("predicted_work", round(prediction.work, 1))
+            trial.set_user_attr("cost_terms", {k: round(v, 1) for k, v in prediction.terms.items() if v})
+            trial.set_user_attr("runs", len(run_seeds_))
+            refusal = planner.refusal(prediction, finalist_seed is not None)
+            if refusal:
+                trial.set_user_attr("not_started", refusal)
+                raise optuna.TrialPruned(f"not started: {refusal}")
+            if finalist_seed is not None:
+                # A finalist replays its recipe unpruned: the trial itself only records the result.
+                trial = _Unpruned(trial)
         start = time.perf_counter()
         try:
-            result = run_seeds(
-                study, trial, pm, data, seeds=seeds, progress=progress,
-                after_seed=lambda index, seed, results: after_seed(trial, index, seed, results),
-            )
+            with budget.running(planner.clock(prediction, finalist_seed is not None) if planner else budget.Clock()):
+                result = run_seeds(
+                    study, trial, pm, data, seeds=run_seeds_, progress=progress,
+                    after_seed=lambda index, seed, results: after_seed(trial, index, seed, results),
+                )
+        except budget.TrialStopped as exc:
+            trial.set_user_attr("stopped_reason", str(exc))
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
         except optuna.TrialPruned as exc:
             trial.set_user_attr("pruned_reason", str(exc))
             raise
@@ -287,6 +329,22 @@ def make_objective(
         return result.value
 
     return objective
+
+
+class _Unpruned:
+    """A live trial whose reports never prune it (finalist runs)."""
+
+    def __init__(self, trial: Any):
+        self._trial = trial
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+    def report(self, value: float, step: int) -> None:
+        self._trial.report(value, step)
+
+    def should_prune(self) -> bool:
+        return False
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -334,6 +392,12 @@ def run_search(
     again) the trials a dead worker left RUNNING; everywhere, refuse a study
     file whose space the stored trials cannot continue with.
 
+    With a ``timeout`` the search keeps it (:mod:`autobert.planner`): trials
+    that do not fit the time left, or the cheap-first cap, are not started;
+    a running trial stops at the deadline; the last ``finalists.share`` of
+    the time re-runs the best recipes on fresh seeds. ``n_trials`` with a
+    ``timeout`` stops at whichever comes first.
+
     Raises:
         ConfigError: the space changed incompatibly, or a trial hit a configuration problem.
         AutobertError: another worker holds the SQLite study.
@@ -349,14 +413,44 @@ def run_search(
         if lock is not None and lock.held:
             recover_dead_trials(opened, study.heartbeat.retries, study.study_dir)
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        opened.optimize(
-            make_objective(study, pm, data, progress, stored),
-            n_trials=n_trials, timeout=timeout, catch=(TrialFailed,), callbacks=list(callbacks),
-        )
+        planner = Planner(study, pm, data, opened, timeout, n_trials if timeout else None)
+        planner.prior()  # the throughput probe, before the clock matters
+        objective = make_objective(study, pm, data, progress, stored, planner)
+        if timeout is None:
+            opened.optimize(objective, n_trials=n_trials, catch=(TrialFailed,), callbacks=list(callbacks))
+        else:
+            _timed_search(opened, objective, planner, list(callbacks), progress)
     finally:
         if lock is not None:
             lock.release()
     return opened
+
+
+def _timed_search(opened: optuna.Study, objective: Callable, planner: Planner, callbacks: list[Callable],
+                  progress: Progress | None) -> None:
+    """The main phase until its deadline, then finalists on fresh seeds until the budget's end."""
+    opened.optimize(objective, catch=(TrialFailed,), callbacks=[*callbacks, planner])
+    _say(progress, f"search phase ended: {planner.stop_reason}")
+    if planner.next_finalist_run() is None and planner.stop_reason and "trial(s) run" not in planner.stop_reason:
+        # Fewer than two recipes to compare: the finalists' share goes to the search instead.
+        planner.main_deadline = planner.deadline
+        planner.main_budget = planner.timeout
+        planner.stop_reason = None
+        opened.optimize(objective, catch=(TrialFailed,), callbacks=[*callbacks, planner])
+    while (pick := planner.next_finalist_run()) is not None:
+        trial, seed = pick
+        prediction = planner.predict(trial.params, 1)
+        if prediction.seconds > planner.deadline - time.monotonic():
+            _say(progress, f"finalists: no time for another run ({prediction.seconds:.0f}s predicted)")
+            break
+        opened.enqueue_trial(trial.params, user_attrs={"finalist_of": trial.number, "finalist_seed": seed})
+        opened.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    console = getattr(getattr(progress, "progress", None), "console", None)
+    if console is not None:
+        console.print(f"[dim]{message}[/]")
 
 
 def init_study(study: StudyConfig, pm: PluginManager, storage: str | None = None) -> optuna.Study:
@@ -377,17 +471,19 @@ def init_study(study: StudyConfig, pm: PluginManager, storage: str | None = None
 
 
 def best_trial(opened: optuna.Study) -> optuna.trial.FrozenTrial:
-    complete = opened.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    """The recipe to export: the best finalist by its fresh-seed mean, else the best search trial."""
+    best = winner(opened)
+    if best is None:
         raise AutobertError(
             f"study {opened.study_name!r} has no completed trial yet; run `autobert search` "
             "(failed and pruned trials cannot be exported)"
         )
-    return opened.best_trial
+    return best
 
 
-def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: optuna.trial.FrozenTrial, where: Path) -> FrozenConfig:
-    """The study with every parameter fixed to ``trial``'s values, plus provenance."""
+def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: optuna.trial.FrozenTrial, where: Path,
+                  finalist_rows: list[dict[str, Any]] | None = None) -> FrozenConfig:
+    """The study with every parameter fixed to ``trial``'s values, plus provenance (and the finalists, if any ran)."""
     raw = relocate(study, where)
     for key in ("storage", "heartbeat", "output_dir", "provenance"):
         raw.pop(key, None)
@@ -402,6 +498,8 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
         technique, short = name.split(".", 1)
         techniques.setdefault(technique, {})[short] = value
     raw["techniques"] = techniques
+    # What `precision: auto` resolved to where the trial ran (autobert.pipeline.run_seeds records it).
+    raw["precision"] = trial.user_attrs.get("precision", raw.get("precision", "auto"))
     raw["provenance"] = {
         "study": study.name,
         "trial": trial.number,
@@ -415,13 +513,15 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
     seed_values = trial.user_attrs.get("seed_values") or {}
     if len(seed_values) > 1:
         raw["provenance"]["seed_values"] = dict(seed_values)
+    if finalist_rows:
+        raw["provenance"]["finalists"] = finalist_rows
     return FrozenConfig.model_validate({**raw, "base_dir": Path(where).resolve()})
 
 
 def export_best(study: StudyConfig, opened: optuna.Study, pm: PluginManager, data: TaskData, path: Path | None = None) -> Path:
     """Write the best trial's frozen config atomically (default ``<study dir>/best.yaml``)."""
     path = Path(path) if path else study.study_dir / "best.yaml"
-    frozen = frozen_config(study, pm, data, best_trial(opened), path.parent)
+    frozen = frozen_config(study, pm, data, best_trial(opened), path.parent, finalists(opened))
     try:
         write_atomic(path, frozen.to_yaml())
     except OSError as exc:
@@ -453,9 +553,12 @@ def replay_trial(frozen: FrozenConfig) -> optuna.trial.FixedTrial:
 
 
 def trial_summary(opened: optuna.Study) -> dict[str, int]:
+    """Trials by state; ``skipped`` (refused by the time budget, never started) and ``finalist`` runs apart."""
     counts = {state.name.lower(): 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+    counts.update(skipped=0, finalist=0)
     for t in opened.get_trials(deepcopy=False):
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+        kind = "skipped" if is_skipped(t) else "finalist" if is_finalist(t) and t.state == TrialState.COMPLETE else t.state.name.lower()
+        counts[kind] = counts.get(kind, 0) + 1
     return counts
 
 

@@ -31,7 +31,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from autobert import hookimpl
+from autobert import FORWARD_PASS, hookimpl
 
 ENABLED = "distillation.enabled"
 ALPHA = "distillation.alpha"
@@ -49,6 +49,22 @@ def autobert_search_space(space):
         space.suggest_float(TEMPERATURE, 1.0, 8.0)
         # One teacher by default; a study widens the range to search self-ensembles.
         space.suggest_int(TEACHERS, 1, 1)
+
+
+@hookimpl
+def autobert_ablation():
+    return {"off": {ENABLED: False}, "on": {ENABLED: True, ALPHA: 0.5, TEMPERATURE: 2.0, TEACHERS: 1}}
+
+
+@hookimpl
+def autobert_trial_cost(params, train_rows):
+    if not params.get(ENABLED):
+        return None
+    # Each teacher is a fine-tuning run of the same recipe, then a forward pass for its logits.
+    # (Predicted even when the teacher is cached: the key needs the run; the calibration absorbs it.)
+    teachers = int(params.get(TEACHERS, 1))
+    return {"teachers": teachers * train_rows * float(params.get("finetune.epochs", 1)),
+            "teacher logits": teachers * train_rows * FORWARD_PASS}
 
 
 # First, so that the teacher sees the task's own data and the column is

@@ -26,6 +26,16 @@ def autobert_search_space(space):
 
 
 @hookimpl
+def autobert_ablation():
+    return {"reason": "the base recipe (learning rate, epochs, batch size) every other technique trains with"}
+
+
+@hookimpl
+def autobert_trial_cost(params, train_rows):
+    return {"training": train_rows * float(params.get("finetune.epochs", 1))}
+
+
+@hookimpl
 def autobert_settings():
     return {GROUP_BY_LENGTH: Setting(True, help="batch sentences of similar length together (less padding, "
                                                 "faster on CPU); false = uniformly random batches")}

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from autobert import Setting, hookimpl
+from autobert import Setting, check_deadline, hookimpl
 
 STAGES = "further_pretraining.stages"
 CORPUS = "further_pretraining.domain_corpus"
@@ -98,6 +98,20 @@ def autobert_search_space(space):
     for stage in PLAN[space.suggest_categorical(STAGES, choices)]:
         space.suggest_int(steps_param(stage), *STEPS_RANGE, log=True)
         space.suggest_float(lr_param(stage), LR_RANGE[0], LR_RANGE[1], step=LR_RANGE[2])
+
+
+@hookimpl
+def autobert_ablation():
+    return {"off": {STAGES: "none"}, "on": {STAGES: "task", steps_param("task"): 256, lr_param("task"): 4e-5}}
+
+
+@hookimpl
+def autobert_trial_cost(params, settings):
+    # Masked-LM steps of the stage's batch size; a cached stage is predicted all the same
+    # (its key needs the corpus and the model), and the search's calibration absorbs it.
+    batch = float(settings.get(BATCH_SIZE, 32))
+    stages = PLAN.get(params.get(STAGES, "none"), ())
+    return {f"{stage} stage": batch * float(params.get(steps_param(stage), 0)) for stage in stages} or None
 
 
 @hookimpl
@@ -414,6 +428,7 @@ class _StageJob:
 
         class Publish(TrainerCallback):
             def on_step_end(self, args, state, control, **kw):
+                check_deadline()  # a time-budgeted search stops a long stage too
                 if state.global_step in save_at:
                     control.should_save = True
 

@@ -38,6 +38,19 @@ def autobert_search_space(space):
 
 
 @hookimpl
+def autobert_ablation():
+    return {"off": {ENABLED: False}, "on": {ENABLED: True, WEIGHT: 0.1, TEMPERATURE: 0.1}}
+
+
+@hookimpl
+def autobert_trial_cost(params, train_rows):
+    # A second forward pass of the encoder per step (and its backward): about one more training pass.
+    if not params.get(ENABLED):
+        return None
+    return {"second encoder pass": train_rows * float(params.get("finetune.epochs", 1))}
+
+
+@hookimpl
 def autobert_settings():
     return {DESCRIPTIONS: Setting(None, help="{label name: description} for every label (default: the label names)")}
 

@@ -52,6 +52,17 @@ class Augmenter:
             "settings": {k: v for k, v in sorted(run.settings.items()) if k.startswith(prefix)},
         }
 
+    def cost(self, params: dict[str, Any], train_size: int) -> tuple[float, float]:
+        """What augmenting one source text costs, for the search's cost model.
+
+        Returns:
+            ``(new_texts, work)``: the new texts it yields (each becomes a
+            training row, trained on every epoch) and the work of making
+            them, in example passes (see ``autobert_trial_cost``; a forward
+            pass is about a third of one). The default: one new text, free.
+        """
+        return 1.0, 0.0
+
     def augment(self, texts: list[str], labels: list[int], run: Any, seed: int) -> list[list[str]]:
         """Return new texts for each of ``texts``.
 

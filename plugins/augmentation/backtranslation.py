@@ -70,6 +70,11 @@ def autobert_augmenters(settings):
     return {"backtranslation": BackTranslation()}
 
 
+@hookimpl
+def autobert_ablation():
+    return {"reason": "a method of augmentation: ablated with it (augmentation.ratio 0 switches every method off)"}
+
+
 class BackTranslation(Augmenter):
     namespace = "backtranslation"
 
@@ -82,6 +87,10 @@ class BackTranslation(Augmenter):
         described["models"] = [_checkpoint(run, FORWARD), _checkpoint(run, BACKWARD)]
         described["settings"].pop(BATCH_SIZE, None)
         return described
+
+    def cost(self, params, train_size):
+        # Two seq2seq models generating token by token: each about as costly as a few training passes.
+        return 1.0, 4.0
 
     def augment(self, texts, labels, run, seed):
         copies = int(run.params.get(COPIES, 1))

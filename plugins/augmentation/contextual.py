@@ -31,7 +31,7 @@ import random
 import warnings
 from functools import lru_cache
 
-from autobert import Setting, hookimpl
+from autobert import FORWARD_PASS, Setting, hookimpl
 from autobert.plugins.augmentation._base import Augmenter
 
 FRACTION = "contextual.fraction"
@@ -74,6 +74,11 @@ def autobert_augmenters():
     return {"contextual": Contextual()}
 
 
+@hookimpl
+def autobert_ablation():
+    return {"reason": "a method of augmentation: ablated with it (augmentation.ratio 0 switches every method off)"}
+
+
 class Contextual(Augmenter):
     namespace = "contextual"
 
@@ -88,6 +93,10 @@ class Contextual(Augmenter):
         # Batching does not change the output, only the speed.
         described["settings"].pop(BATCH_SIZE, None)
         return described
+
+    def cost(self, params, train_size):
+        copies = float(params.get(COPIES, 1))
+        return copies, copies * FORWARD_PASS  # one masked-LM forward pass per new sentence
 
     def augment(self, texts, labels, run, seed):
         fraction = float(run.params.get(FRACTION, 0.15))

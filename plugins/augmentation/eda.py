@@ -69,6 +69,11 @@ def autobert_augmenters():
     return {"eda": EDA()}
 
 
+@hookimpl
+def autobert_ablation():
+    return {"reason": "a method of augmentation: ablated with it (augmentation.ratio 0 switches every method off)"}
+
+
 def paper_defaults(train_size: int) -> tuple[float, int]:
     """Wei & Zou's recommended (alpha, copies) for a training set of ``train_size`` sentences."""
     if train_size < 1000:
@@ -84,6 +89,10 @@ class EDA(Augmenter):
     def search_space(self, space):
         space.suggest_categorical(ALPHA, ["auto", 0.05, 0.1, 0.2, 0.3, 0.5])
         space.suggest_categorical(COPIES, ["auto", 1, 2, 4, 8, 16])
+
+    def cost(self, params, train_size):
+        copies = params.get(COPIES, "auto")
+        return float(paper_defaults(train_size)[1] if copies == "auto" else int(copies)), 0.0  # string edits: free
 
     def augment(self, texts, labels, run, seed):
         auto_alpha, auto_copies = paper_defaults(run.metadata["augmentation"]["train_size"])

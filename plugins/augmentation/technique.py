@@ -56,6 +56,26 @@ def autobert_search_space(space):
 
 
 @hookimpl
+def autobert_ablation():
+    # Off: the data untouched (every method at once). On: EDA on a quarter of the rows, the paper's settings.
+    return {"off": {RATIO: 0.0},
+            "on": {RATIO: 0.25, METHOD: "eda", "eda.alpha": "auto", "eda.copies": "auto"}}
+
+
+@hookimpl
+def autobert_trial_cost(params, train_rows, settings, hooks):
+    ratio = params.get(RATIO, 0.0)
+    augmenter = registered(hooks, settings).get(params.get(METHOD)) if ratio else None
+    if augmenter is None:
+        return None
+    sources = min(train_rows, max(1, round(ratio * train_rows)))
+    new_texts, work = augmenter.cost(params, train_rows)
+    # The new rows are trained on in every epoch; making them happens once (and is cached).
+    return {"augmented rows": sources * new_texts * float(params.get("finetune.epochs", 1)),
+            "augmenting": sources * work}
+
+
+@hookimpl
 def autobert_modify_datasets(datasets, run):
     ratio = run.params.get(RATIO, 0.0)
     if not ratio:

@@ -52,6 +52,22 @@ def autobert_masking_strategies():
 
 
 @hookimpl
+def autobert_trial_cost(params, train_rows, settings):
+    # The task-guided strategies train a model on the labelled data before the stage.
+    from autobert.plugins.masking import entropy, selective
+
+    if params.get("further_pretraining.stages", "none") == "none":
+        return None
+    strategy = params.get("masking.strategy")
+    if strategy == "entropy":
+        return {"task model": train_rows * float(settings.get(entropy.EPOCHS, entropy.DEFAULTS[entropy.EPOCHS]))}
+    if strategy == "selective":
+        epochs = float(settings.get(selective.MASKER_EPOCHS, selective.DEFAULTS[selective.MASKER_EPOCHS]))
+        return {"masker": train_rows * epochs}
+    return None
+
+
+@hookimpl
 def autobert_settings():
     from autobert.plugins.masking import entropy, selective
 
@@ -111,3 +127,9 @@ def autobert_search_space(space):
     # A stepped range: few distinct values, so trials can share cached stages.
     space.suggest_float(PROBABILITY, 0.1, 0.2, step=0.05)
     registry[strategy]().search_space(space)
+
+
+@hookimpl
+def autobert_ablation():
+    # Off: RoBERTa's plain random masking; masking only exists in trials that pretrain, so it has no "on".
+    return {"off": {STRATEGY: DEFAULT_STRATEGY}}

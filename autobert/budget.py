@@ -1,0 +1,216 @@
+"""Time budgets: what a trial will cost before it runs, and a search that keeps its deadline.
+
+Three parts, used by :mod:`autobert.search`:
+
+* **The cost model.** Every technique says, through ``autobert_trial_cost``,
+  how much work it adds to a run, in *example passes* (one forward and
+  backward pass of one training example at the study's ``max_length``). The
+  search turns the summed work into seconds with two numbers it calibrates on
+  the study itself: the seconds one run costs whatever it does (loading the
+  model, tokenising) and the seconds per example pass. Before any trial has
+  finished, a short probe (a few training steps of the study's model) gives a
+  first estimate; every finished trial refines it (the median over finished
+  trials, so one odd trial does not swing it). Every trial stores its
+  ``predicted_seconds`` and its actual ``seconds``.
+* **The clock.** With a time budget, the search has a deadline. A trial
+  predicted not to fit in the time left is not started; a running trial is
+  stopped at the deadline, or when it runs far past its prediction
+  (:func:`check_deadline`, called at every training step).
+* **Cheap first.** A trial is only started when its predicted cost is below a
+  cap that starts at a sixth of the search budget and grows with the cost of
+  the best recipe found so far (twice it), the frugal rule of FLAML's CFO
+  (Wu, Wang, Huang: "Frugal Optimization for Cost-related Hyperparameters",
+  AAAI 2021) and BlendSearch (Wang et al., ICLR 2021): expensive recipes
+  (more epochs, further pretraining, teachers, many augmented copies) are
+  admitted once a cheaper one has shown that the extra time is where the
+  search now is. A recipe over the cap is recorded as a pruned trial with the
+  reason, so the sampler learns to draw cheaper ones; nothing is trained.
+
+This module imports neither torch nor transformers at import time.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+#: A forward pass alone (evaluation, scoring, generation) costs about a third of a training pass.
+FORWARD_PASS = 1 / 3
+#: The cheap-first cap: the first trials may cost at most this share of the search budget ...
+FIRST_SHARE = 1 / 6
+#: ... and later ones this many times the cost of the best recipe so far.
+GROWTH = 2.0
+#: A running trial that takes this many times its prediction (plus SLACK seconds) is stopped.
+OVERRUN = 3.0
+SLACK = 30.0
+#: Seconds per run and per example pass assumed before the probe or any trial says otherwise.
+DEFAULT_OVERHEAD = 2.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Seconds = ``runs * overhead + work * seconds_per_pass``."""
+
+    overhead: float
+    seconds_per_pass: float
+    source: str  # "probe", "N trials", ...
+
+    def seconds(self, work: float, runs: int = 1) -> float:
+        return runs * self.overhead + work * self.seconds_per_pass
+
+
+@dataclass
+class Prediction:
+    """A trial's predicted cost: work per term (example passes, all runs) and seconds."""
+
+    terms: dict[str, float]
+    runs: int
+    seconds: float
+
+    @property
+    def work(self) -> float:
+        return sum(self.terms.values())
+
+    def describe(self) -> str:
+        big = sorted(self.terms.items(), key=lambda kv: -kv[1])[:3]
+        return ", ".join(f"{name} {work:,.0f}" for name, work in big if work > 0)
+
+
+def trial_work(params: dict[str, Any], study: Any, pm: Any, split_rows: dict[str, int], settings: dict[str, Any]) -> dict[str, float]:
+    """``{"technique: term": example passes}`` of one run, asked of every technique's ``autobert_trial_cost``."""
+    kwargs = {"params": params, "train_rows": split_rows.get("train", 0), "settings": settings,
+              "cache_dir": study.cache_path, "hooks": pm.hook}
+    terms: dict[str, float] = {}
+    for impl in pm.hook.autobert_trial_cost.get_hookimpls():
+        found = impl.function(*[kwargs[name] for name in impl.argnames]) or {}
+        for name, work in found.items():
+            terms[f"{impl.plugin_name}: {name}"] = float(work)
+    # Evaluation is the engine's: the validation split, forward only, at each report.
+    epochs = float(params.get("finetune.epochs", 1))
+    terms["evaluation"] = split_rows.get("validation", 0) * study.evaluations_per_epoch * epochs * FORWARD_PASS
+    return terms
+
+
+def predict(params: dict[str, Any], study: Any, pm: Any, split_rows: dict[str, int], settings: dict[str, Any],
+            calibration: Calibration, runs: int) -> Prediction:
+    per_run = trial_work(params, study, pm, split_rows, settings)
+    terms = {name: work * runs for name, work in per_run.items()}
+    return Prediction(terms=terms, runs=runs, seconds=calibration.seconds(sum(terms.values()), runs))
+
+
+def calibrate(trials: list[Any], prior: Calibration | None) -> Calibration:
+    """The study's calibration: from its finished trials where there are any, else ``prior``.
+
+    A trial counts when it completed and stored its predicted work and its
+    seconds; the overhead per run stays the prior's (the probe measures it
+    well), the seconds per pass is the median of what the trials show.
+    """
+    prior = prior or Calibration(DEFAULT_OVERHEAD, 1e-3, "default")
+    ratios = []
+    for t in trials:
+        work, seconds, runs = (t.user_attrs.get(k) for k in ("predicted_work", "seconds", "runs"))
+        if t.state.name != "COMPLETE" or not work or not seconds:
+            continue
+        ratios.append(max(seconds - (runs or 1) * prior.overhead, 0.1 * seconds) / work)
+    if not ratios:
+        return prior
+    return Calibration(prior.overhead, statistics.median(ratios), f"{len(ratios)} trial(s)")
+
+
+def probe(study: Any, data: Any, steps: int = 3, batch_size: int = 16) -> Calibration:
+    """Measure the study's model: seconds to load it, and seconds per example pass over a few training steps."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from autobert.pipeline import load_tokenizer, resolve_model
+
+    start = time.perf_counter()
+    checkpoint = resolve_model(study)
+    tokenizer = load_tokenizer(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=max(2, data.num_labels))
+    overhead = time.perf_counter() - start
+    texts = list(data.splits["train"]["text"][:batch_size]) or ["probe"]
+    batch = tokenizer(texts, truncation=True, max_length=study.max_length, padding=True, return_tensors="pt")
+    labels = torch.zeros(len(texts), dtype=torch.long)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    model.train()
+    timings = []
+    for _ in range(steps + 1):  # the first step warms up the kernels
+        t0 = time.perf_counter()
+        loss = model(**{k: v for k, v in batch.items()}, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        timings.append(time.perf_counter() - t0)
+    per_pass = statistics.median(timings[1:]) / len(texts)
+    del model, optimizer
+    return Calibration(overhead=overhead, seconds_per_pass=per_pass, source="probe")
+
+
+# ---------------------------------------------------------------------------
+# The clock
+# ---------------------------------------------------------------------------
+
+
+class TrialStopped(Exception):
+    """A running trial was stopped by the clock (the search's deadline, or a bad overrun)."""
+
+
+@dataclass
+class Clock:
+    """The search's deadline and the running trial's prediction."""
+
+    deadline: float | None = None  # time.monotonic() seconds
+    trial_started: float = field(default_factory=time.monotonic)
+    predicted: float | None = None
+
+    def remaining(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if self.deadline is not None and now > self.deadline:
+            raise TrialStopped("stopped at the search's time budget")
+        if self.predicted is not None:
+            limit = OVERRUN * self.predicted + SLACK
+            if now - self.trial_started > limit:
+                raise TrialStopped(f"stopped after {now - self.trial_started:.0f}s: it ran far past its predicted "
+                                   f"{self.predicted:.0f}s (limit {limit:.0f}s)")
+
+
+_current: Clock | None = None
+
+
+@contextmanager
+def running(clock: Clock) -> Iterator[Clock]:
+    """Make ``clock`` the one :func:`check_deadline` consults while a trial runs."""
+    global _current
+    previous, _current = _current, clock
+    try:
+        yield clock
+    finally:
+        _current = previous
+
+
+def check_deadline() -> None:
+    """Raise :class:`TrialStopped` when the running trial is out of time; a no-op outside a timed search.
+
+    autobert calls it at every fine-tuning step; a technique with a long loop
+    of its own (a pretraining stage, a generator) calls it too, so that a time
+    budget holds while it runs.
+    """
+    if _current is not None:
+        _current.check()
+
+
+def admission_cap(budget: float, remaining: float, incumbent_seconds: float | None) -> float:
+    """The most a new trial may be predicted to cost (cheap first, see the module's docstring)."""
+    cap = max(FIRST_SHARE * budget, GROWTH * incumbent_seconds if incumbent_seconds else 0.0)
+    return min(cap, remaining)
+
+
+__all__ = ["Calibration", "Prediction", "Clock", "TrialStopped", "check_deadline", "running", "predict", "trial_work",
+           "calibrate", "probe", "admission_cap", "FORWARD_PASS"]

@@ -1,0 +1,232 @@
+"""What a search runs next and when it stops: the time budget, cheap first, finalists.
+
+A :class:`Planner` lives for one ``autobert search`` run. It predicts each
+trial's cost (:mod:`autobert.budget`), refuses to start one that does not fit
+the time left or the cheap-first cap, stops the search at its deadline, and
+then spends the budget's last share (``finalists.share``, 20 % by default)
+re-running the best ``finalists.top`` recipes on seeds the search has not
+used. Finalist runs are ordinary trials, enqueued with the recipe's
+parameters and the user attributes ``finalist_of`` (the trial they re-run)
+and ``finalist_seed``; the winner is the finalist with the best mean over the
+fresh seeds (:func:`winner`), not the luckiest single run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from autobert import budget
+from autobert.budget import Calibration, Prediction
+
+#: Stop the main phase after this many recipes in a row that did not fit (nothing affordable is left).
+MAX_SKIPS_IN_A_ROW = 30
+#: At most this many fresh seeds per finalist.
+MAX_FINALIST_SEEDS = 5
+
+
+def is_finalist(trial: optuna.trial.FrozenTrial) -> bool:
+    return "finalist_of" in trial.user_attrs
+
+
+def is_skipped(trial: optuna.trial.FrozenTrial) -> bool:
+    return "not_started" in trial.user_attrs
+
+
+def search_trials(opened: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials of the search itself (finalist re-runs excluded)."""
+    return [t for t in opened.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not is_finalist(t)]
+
+
+def _ranked(opened: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    maximize = opened.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(search_trials(opened), key=lambda t: t.value, reverse=maximize)
+
+
+def finalist_values(opened: optuna.Study) -> dict[int, dict[str, float]]:
+    """``{search trial number: {fresh seed: value}}`` from the completed finalist runs."""
+    found: dict[int, dict[str, float]] = {}
+    for t in opened.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if is_finalist(t):
+            found.setdefault(int(t.user_attrs["finalist_of"]), {})[str(t.user_attrs["finalist_seed"])] = t.value
+    return found
+
+
+def finalists(opened: optuna.Study) -> list[dict[str, Any]]:
+    """The finalists, best first: ``{trial, search_value, seed_values, mean}``.
+
+    Means are taken over the fresh seeds every finalist ran (all of each one's
+    seeds where they share none), so a finalist with an extra lucky run is not
+    favoured.
+    """
+    values = finalist_values(opened)
+    by_number = {t.number: t for t in search_trials(opened)}
+    values = {n: v for n, v in values.items() if n in by_number}
+    if not values:
+        return []
+    common = set.intersection(*(set(v) for v in values.values()))
+    rows = []
+    for number, seeds in values.items():
+        used = [v for s, v in seeds.items() if s in common] if common else list(seeds.values())
+        rows.append({"trial": number, "search_value": by_number[number].value,
+                     "seed_values": dict(sorted(seeds.items(), key=lambda kv: int(kv[0]))),
+                     "mean": sum(used) / len(used)})
+    maximize = opened.direction == optuna.study.StudyDirection.MAXIMIZE
+    rows.sort(key=lambda r: (r["mean"], r["search_value"]), reverse=maximize)
+    return rows
+
+
+def winner(opened: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The recipe to export: the best finalist by its fresh-seed mean when two or more ran, else the best trial."""
+    ranked = _ranked(opened)
+    if not ranked:
+        return None
+    rows = finalists(opened)
+    if len(rows) >= 2:
+        return next(t for t in ranked if t.number == rows[0]["trial"])
+    return ranked[0]
+
+
+class Planner:
+    """The budget of one ``autobert search`` run (see the module's docstring).
+
+    Args:
+        study: The study config.
+        pm: Its plugin manager.
+        data: The task's data.
+        opened: The Optuna study.
+        timeout: Seconds for this run (``None``: no time budget; trials are
+            still predicted and timed, never refused).
+        n_trials: Trials to start in this run (``None``: until the time is up).
+    """
+
+    def __init__(self, study: Any, pm: Any, data: Any, opened: optuna.Study, timeout: float | None,
+                 n_trials: int | None):
+        from autobert.settings import declared_settings, resolve_settings
+
+        self.study, self.pm, self.opened, self.n_trials = study, pm, opened, n_trials
+        self.split_rows = {name: len(split) for name, split in data.splits.items()}
+        self.settings = resolve_settings(study, declared_settings(pm))
+        self.data = data
+        self.start = time.monotonic()
+        self.timeout = timeout
+        share = study.finalists.share if timeout else 0.0
+        self.main_budget = timeout * (1 - share) if timeout else None
+        self.main_deadline = self.start + self.main_budget if timeout else None
+        self.deadline = self.start + timeout if timeout else None
+        self.started = 0
+        self.skips_in_a_row = 0
+        self.cheapest: float = math.inf
+        self.stop_reason: str | None = None
+        self._prior: Calibration | None = None
+
+    # -- prediction ---------------------------------------------------------
+
+    def prior(self) -> Calibration:
+        """The probe's calibration: stored with the study, measured once when there is none."""
+        if self._prior is None:
+            stored = self.opened.user_attrs.get("calibration")
+            if stored:
+                self._prior = Calibration(stored["overhead"], stored["seconds_per_pass"], "probe")
+            else:
+                self._prior = budget.probe(self.study, self.data)
+                self.opened.set_user_attr("calibration", {"overhead": round(self._prior.overhead, 4),
+                                                          "seconds_per_pass": self._prior.seconds_per_pass})
+        return self._prior
+
+    def calibration(self) -> Calibration:
+        return budget.calibrate(self.opened.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), self.prior())
+
+    def predict(self, params: dict[str, Any], runs: int) -> Prediction:
+        return budget.predict(params, self.study, self.pm, self.split_rows, self.settings, self.calibration(), runs)
+
+    # -- admission ----------------------------------------------------------
+
+    def refusal(self, prediction: Prediction, finalist: bool) -> str | None:
+        """Why a trial predicted to cost ``prediction`` must not start now, or ``None`` when it may."""
+        if self.deadline is None:
+            return None
+        now = time.monotonic()
+        self.cheapest = min(self.cheapest, prediction.seconds)
+        if finalist:
+            remaining = self.deadline - now
+            if prediction.seconds > remaining:
+                return f"predicted {prediction.seconds:.0f}s, {remaining:.0f}s of the budget left"
+            return None
+        remaining = self.main_deadline - now
+        best = _ranked(self.opened)
+        incumbent = best[0].user_attrs.get("seconds") if best else None
+        cap = budget.admission_cap(self.main_budget, remaining, incumbent)
+        if prediction.seconds <= cap:
+            return None
+        if cap >= remaining:
+            return f"predicted {prediction.seconds:.0f}s, {max(remaining, 0):.0f}s of the search's time left"
+        return (f"predicted {prediction.seconds:.0f}s, over the cheap-first cap of {cap:.0f}s "
+                f"({'2x the best recipe so far' if incumbent and cap > budget.FIRST_SHARE * self.main_budget else 'a sixth of the budget'})")
+
+    def clock(self, prediction: Prediction | None, finalist: bool) -> budget.Clock:
+        deadline = self.deadline if finalist else self.main_deadline
+        return budget.Clock(deadline=deadline, predicted=prediction.seconds if prediction else None)
+
+    # -- the main phase's stop rule (an Optuna callback) ---------------------
+
+    def __call__(self, opened: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if is_finalist(trial):
+            return
+        if is_skipped(trial):
+            self.skips_in_a_row += 1
+        else:
+            self.started += 1
+            self.skips_in_a_row = 0
+        if self.n_trials is not None and self.started >= self.n_trials:
+            self.stop_reason = f"{self.started} trial(s) run"
+        elif self.main_deadline is not None and time.monotonic() >= self.main_deadline:
+            self.stop_reason = "the search's share of the time budget is spent"
+        elif self.main_deadline is not None and self.main_deadline - time.monotonic() < self.cheapest:
+            self.stop_reason = (f"{self.main_deadline - time.monotonic():.0f}s left, less than the cheapest recipe "
+                                f"predicted ({self.cheapest:.0f}s)")
+        elif self.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
+            self.stop_reason = f"{self.skips_in_a_row} recipes in a row did not fit the time left"
+        if self.stop_reason:
+            opened.stop()
+
+    # -- finalists ----------------------------------------------------------
+
+    def fresh_seeds(self) -> list[int]:
+        used = set(self.study.run_seeds)
+        seeds, candidate = [], max(used) + 1
+        while len(seeds) < MAX_FINALIST_SEEDS:
+            if candidate not in used:
+                seeds.append(candidate)
+            candidate += 1
+        return seeds
+
+    def next_finalist_run(self) -> tuple[optuna.trial.FrozenTrial, int] | None:
+        """The next (recipe, fresh seed) to run: round by round over the top recipes, or ``None``."""
+        if self.deadline is None or self.study.finalists.share <= 0:
+            return None
+        top: list[optuna.trial.FrozenTrial] = []
+        seen = set()
+        for t in _ranked(self.opened):
+            key = repr(sorted(t.params.items()))
+            if key not in seen:
+                seen.add(key)
+                top.append(t)
+            if len(top) == self.study.finalists.top:
+                break
+        if len(top) < 2:
+            return None
+        taken = {(int(t.user_attrs["finalist_of"]), int(t.user_attrs["finalist_seed"]))
+                 for t in self.opened.get_trials(deepcopy=False) if is_finalist(t) and t.state != TrialState.FAIL}
+        for seed in self.fresh_seeds():
+            for t in top:
+                if (t.number, seed) not in taken:
+                    return t, seed
+        return None
+
+
+__all__ = ["Planner", "winner", "finalists", "finalist_values", "is_finalist", "is_skipped", "search_trials"]

@@ -1,0 +1,51 @@
+"""Files autobert writes get the permissions the user's umask gives any new file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from autobert.cli import main
+from autobert.config import write_atomic
+from autobert.testing import write_study
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+
+
+@pytest.fixture
+def umask():
+    """Set the process's umask for one test, then restore it."""
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+def _mode(path: Path) -> str:
+    """The mode as `ls -l` shows it (``-rw-r--r--``)."""
+    return stat.filemode(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("mask, shown", [(0o022, "-rw-r--r--"), (0o027, "-rw-r-----"), (0o077, "-rw-------")])
+def test_an_atomic_write_has_the_mode_the_umask_gives_a_new_file(tmp_path, umask, mask, shown):
+    umask(mask)
+    write_atomic(tmp_path / "best.yaml", "name: x\n")
+    (tmp_path / "plain.txt").write_text("x")  # what open() gives a new file under this umask
+    assert _mode(tmp_path / "best.yaml") == _mode(tmp_path / "plain.txt") == shown
+
+
+def test_best_yaml_the_report_and_metrics_json_are_readable_by_others_under_umask_022(tmp_path, umask):
+    umask(0o022)
+    path = write_study(tmp_path, name="modes", n_train=48, n_validation=16, only=["finetune"],
+                       techniques={"finetune": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 16}})
+    assert main(["search", str(path), "--n-trials", "2"]) == 0
+    assert main(["report", str(path)]) == 0
+    assert main(["train", str(tmp_path / "modes" / "best.yaml"), "--output", str(tmp_path / "model")]) == 0
+    written = [tmp_path / "modes" / "best.yaml", tmp_path / "modes" / "report" / "report.html",
+               tmp_path / "model" / "metrics.json", tmp_path / "model" / "autobert.yaml"]
+    assert {str(p.relative_to(tmp_path)): _mode(p) for p in written} == {
+        str(p.relative_to(tmp_path)): "-rw-r--r--" for p in written}
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["metric"] == "accuracy"
