@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -31,6 +32,9 @@ class ParamSpec:
     log: bool = False
     step: float | int | None = None
     choices: tuple[Scalar, ...] | None = None
+    # The values that make sense at all, in interval notation ("[1, inf)", "(0, 1]"); a study-file override
+    # outside it is refused even where the search range would never reach it. A log range implies "(0, inf)".
+    valid: str | None = None
 
     @property
     def technique(self) -> str:
@@ -58,6 +62,22 @@ class ParamSpec:
             text += f" step {self.step:g}"
         return text
 
+    @property
+    def valid_range(self) -> str | None:
+        """``valid``, or ``(0, inf)`` for a log-scaled range; ``None`` where any number makes sense."""
+        if self.valid is not None:
+            return self.valid
+        return "(0, inf)" if self.log and self.kind != "categorical" else None
+
+    def admits(self, value: float) -> bool:
+        """Whether ``value`` lies in the parameter's valid range."""
+        if self.valid_range is None:
+            return True
+        lo_open, lo, hi, hi_open = parse_interval(self.valid_range)
+        if not math.isfinite(value):
+            return False
+        return (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         if "choices" in d:
@@ -67,6 +87,31 @@ class ParamSpec:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_INTERVAL = re.compile(r"\s*([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])\s*")
+
+
+def parse_interval(text: str) -> tuple[bool, float, float, bool]:
+    """``"(0, 1]"`` -> ``(low_open, low, high, high_open)``; ``-inf``/``inf`` for an open end.
+
+    Raises:
+        ValueError: ``text`` is not an interval.
+    """
+    found = _INTERVAL.fullmatch(text or "")
+    if not found:
+        raise ValueError(f"{text!r} is not an interval such as '[0, 1]', '(0, inf)' or '[1, inf)'")
+    left, low, high, right = found.groups()
+    return left == "(", float(low), float(high), right == ")"
+
+
+def _check_valid(spec: ParamSpec, values: Iterable[Any], where: str, given: str) -> None:
+    bad = [v for v in values if _is_number(v) and not spec.admits(v)]
+    if bad:
+        raise ValueError(
+            f"{where}: {given} {bad[0]!r} is outside this parameter's valid range {spec.valid_range}"
+            f" (its search range is {spec.describe()}); give a value in {spec.valid_range}"
+        )
 
 
 def apply_override(spec: ParamSpec, override: Any) -> ParamSpec:
@@ -106,9 +151,10 @@ def apply_override(spec: ParamSpec, override: Any) -> ParamSpec:
             raise ValueError(f"{where}: a log range needs low > 0 (got {low}); set log: false or raise low")
         if log and step not in (None, 1):
             raise ValueError(f"{where}: log and step cannot be combined; drop one")
+        _check_valid(spec, (low, high), where, "the range end")
         if spec.kind == "int":
             low, high, step = int(low), int(high), int(step or 1)
-        return dataclasses.replace(spec, low=low, high=high, log=log, step=step)
+        return dataclasses.replace(spec, low=low, high=high, log=log, step=step, valid=spec.valid_range)
     values = list(override) if isinstance(override, (list, tuple)) else [override]
     if not values:
         raise ValueError(f"{where}: an empty list of choices; give at least one value")
@@ -123,13 +169,15 @@ def apply_override(spec: ParamSpec, override: Any) -> ParamSpec:
             raise ValueError(f"{where}: {value!r} is not a number; this parameter is {spec.describe()}")
         elif spec.kind == "int" and not float(value).is_integer():
             raise ValueError(f"{where}: {value!r} is not an integer; this parameter is {spec.describe()}")
+    if spec.kind != "categorical":
+        _check_valid(spec, values, where, "the value")
     if spec.kind == "int":
         values = [int(v) for v in values]
     if len(values) == 1 and spec.kind != "categorical" and not isinstance(override, (list, tuple)):
         # A fixed number stays a (degenerate) range, so a later run of the same
         # study may fix another value without Optuna refusing the change.
         value = values[0] if spec.kind == "int" else float(values[0])
-        return dataclasses.replace(spec, low=value, high=value, log=False, step=None)
+        return dataclasses.replace(spec, low=value, high=value, log=False, step=None, valid=spec.valid_range)
     return ParamSpec(spec.name, "categorical", choices=tuple(values))
 
 
@@ -176,11 +224,15 @@ class SearchSpace:
 
     # -- the plugin-facing API ---------------------------------------------
 
-    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None) -> float:
-        return self._suggest(ParamSpec(name, "float", low=low, high=high, log=log, step=step))
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None,
+                      valid: str | None = None) -> float:
+        """A float in ``[low, high]``; ``valid`` (e.g. ``"(0, 1]"``) is every value that makes sense, for overrides."""
+        return self._suggest(ParamSpec(name, "float", low=low, high=high, log=log, step=step, valid=valid))
 
-    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False, step: int = 1) -> int:
-        return self._suggest(ParamSpec(name, "int", low=low, high=high, log=log, step=step))
+    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False, step: int = 1,
+                    valid: str | None = None) -> int:
+        """An integer in ``[low, high]``; ``valid`` (e.g. ``"[1, inf)"``) is every value that makes sense."""
+        return self._suggest(ParamSpec(name, "int", low=low, high=high, log=log, step=step, valid=valid))
 
     def suggest_categorical(self, name: str, choices: Sequence[Scalar]) -> Scalar:
         return self._suggest(ParamSpec(name, "categorical", choices=tuple(choices)))
@@ -197,6 +249,7 @@ class SearchSpace:
 
     def _suggest(self, spec: ParamSpec) -> Any:
         self._check_name(spec.name)
+        self._check_declared(spec)
         if spec.name in self.params:
             return self.params[spec.name]
         effective = self.resolve(spec)
@@ -204,6 +257,18 @@ class SearchSpace:
         self.specs[spec.name] = effective
         self.params[spec.name] = value
         return value
+
+    @staticmethod
+    def _check_declared(spec: ParamSpec) -> None:
+        if spec.valid_range is None or spec.kind == "categorical":
+            return
+        try:
+            parse_interval(spec.valid_range)
+        except ValueError as exc:
+            raise PluginError(f"parameter {spec.name!r}: valid={exc}") from None
+        if not (spec.admits(spec.low) and spec.admits(spec.high)):
+            raise PluginError(f"parameter {spec.name!r}: its search range {spec.describe()} leaves its valid "
+                              f"range {spec.valid_range}; fix one of them in the plugin")
 
     def resolve(self, spec: ParamSpec) -> ParamSpec:
         from autobert.errors import ConfigError

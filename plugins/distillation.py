@@ -45,10 +45,10 @@ CACHE_VERSION = 1
 @hookimpl
 def autobert_search_space(space):
     if space.suggest_categorical(ENABLED, [False, True]):
-        space.suggest_float(ALPHA, 0.1, 0.9)
-        space.suggest_float(TEMPERATURE, 1.0, 8.0)
+        space.suggest_float(ALPHA, 0.1, 0.9, valid="[0, 1]")
+        space.suggest_float(TEMPERATURE, 1.0, 8.0, valid="(0, inf)")
         # One teacher by default; a study widens the range to search self-ensembles.
-        space.suggest_int(TEACHERS, 1, 1)
+        space.suggest_int(TEACHERS, 1, 1, valid="[1, inf)")
 
 
 @hookimpl

@@ -19,10 +19,10 @@ GROUP_BY_LENGTH = "finetune.group_by_length"
 @hookimpl
 def autobert_search_space(space):
     space.suggest_float("finetune.learning_rate", 1e-5, 1e-4, log=True)
-    space.suggest_int("finetune.epochs", 1, 4)
+    space.suggest_int("finetune.epochs", 1, 4, valid="[1, inf)")
     space.suggest_categorical("finetune.batch_size", [16, 32])
-    space.suggest_float("finetune.warmup_ratio", 0.0, 0.2)
-    space.suggest_float("finetune.weight_decay", 0.0, 0.1)
+    space.suggest_float("finetune.warmup_ratio", 0.0, 0.2, valid="[0, 1]")
+    space.suggest_float("finetune.weight_decay", 0.0, 0.1, valid="[0, inf)")
 
 
 @hookimpl

@@ -97,7 +97,7 @@ def autobert_search_space(space):
     choices = ["none", "task"] + (["domain", "domain+task"] if settings.get(CORPUS) else [])
     for stage in PLAN[space.suggest_categorical(STAGES, choices)]:
         space.suggest_int(steps_param(stage), *STEPS_RANGE, log=True)
-        space.suggest_float(lr_param(stage), LR_RANGE[0], LR_RANGE[1], step=LR_RANGE[2])
+        space.suggest_float(lr_param(stage), LR_RANGE[0], LR_RANGE[1], step=LR_RANGE[2], valid="(0, inf)")
 
 
 @hookimpl

@@ -89,7 +89,7 @@ def autobert_search_space(space):
     if inject == "embeddings":
         space.suggest_categorical(TOKENS, ["cls", "all"])
     space.suggest_int(PROJECTION, 16, 256, log=True)
-    space.suggest_float(DROPOUT, 0.0, 0.3)
+    space.suggest_float(DROPOUT, 0.0, 0.3, valid="[0, 1)")
 
 
 @hookimpl

@@ -27,7 +27,7 @@ from autobert.plugins._layers import RULE, find_encoder, study_model_layers, uns
 
 @hookimpl
 def autobert_search_space(space):
-    space.suggest_float("llrd.decay", 0.8, 1.0)
+    space.suggest_float("llrd.decay", 0.8, 1.0, valid="(0, 1]")
 
 
 @hookimpl

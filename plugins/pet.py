@@ -54,7 +54,7 @@ def autobert_search_space(space):
         return  # opt-in (see the module docstring)
     if space.suggest_categorical(ENABLED, [False, True]):
         space.suggest_int(STEPS, 16, 256, log=True)
-        space.suggest_float(LEARNING_RATE, 2e-5, 1e-4, step=2e-5)
+        space.suggest_float(LEARNING_RATE, 2e-5, 1e-4, step=2e-5, valid="(0, inf)")
 
 
 @hookimpl

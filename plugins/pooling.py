@@ -28,7 +28,7 @@ KINDS = ["cls", "mean", "max", "concat_last_k", "scalar_mix", "cnn_all_cls"]
 @hookimpl
 def autobert_search_space(space):
     if space.suggest_categorical("pooling.kind", KINDS) == "concat_last_k":
-        space.suggest_int("pooling.k", 2, 4)
+        space.suggest_int("pooling.k", 2, 4, valid="[1, inf)")
 
 
 @hookimpl

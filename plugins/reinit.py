@@ -30,7 +30,7 @@ MAX_LAYERS = 3
 
 @hookimpl
 def autobert_search_space(space):
-    space.suggest_int("reinit.layers", 0, MAX_LAYERS)
+    space.suggest_int("reinit.layers", 0, MAX_LAYERS, valid="[0, inf)")
 
 
 def _most_asked(override) -> int | None:

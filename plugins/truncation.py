@@ -26,7 +26,7 @@ STRATEGIES = ("head", "tail", "head_tail")
 @hookimpl
 def autobert_search_space(space):
     if space.suggest_categorical("truncation.strategy", list(STRATEGIES)) == "head_tail":
-        space.suggest_float("truncation.head_share", 0.0, 1.0)
+        space.suggest_float("truncation.head_share", 0.0, 1.0, valid="[0, 1]")
 
 
 def keep(ids: list[int], room: int, strategy: str, head_share: float = 1.0) -> list[int]:

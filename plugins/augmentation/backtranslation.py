@@ -79,8 +79,8 @@ class BackTranslation(Augmenter):
     namespace = "backtranslation"
 
     def search_space(self, space):
-        space.suggest_float(TEMPERATURE, 0.5, 1.2)
-        space.suggest_int(COPIES, 1, 2)
+        space.suggest_float(TEMPERATURE, 0.5, 1.2, valid="(0, inf)")
+        space.suggest_int(COPIES, 1, 2, valid="[1, inf)")
 
     def identity(self, run):
         described = super().identity(run)

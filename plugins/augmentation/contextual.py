@@ -83,8 +83,8 @@ class Contextual(Augmenter):
     namespace = "contextual"
 
     def search_space(self, space):
-        space.suggest_float(FRACTION, 0.1, 0.3)
-        space.suggest_int(COPIES, 1, 4)
+        space.suggest_float(FRACTION, 0.1, 0.3, valid="(0, 1]")
+        space.suggest_int(COPIES, 1, 4, valid="[1, inf)")
 
     def identity(self, run):
         described = super().identity(run)

@@ -125,7 +125,7 @@ def autobert_search_space(space):
         names.insert(0, names.pop(names.index(DEFAULT_STRATEGY)))
     strategy = space.suggest_categorical(STRATEGY, names)
     # A stepped range: few distinct values, so trials can share cached stages.
-    space.suggest_float(PROBABILITY, 0.1, 0.2, step=0.05)
+    space.suggest_float(PROBABILITY, 0.1, 0.2, step=0.05, valid="(0, 1)")
     registry[strategy]().search_space(space)
 
 

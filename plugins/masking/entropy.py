@@ -211,7 +211,7 @@ class EntropyMasking(MaskingStrategy):
         self.scores: list[np.ndarray] | None = None
 
     def search_space(self, space):
-        space.suggest_float(SHARE, 0.5, 1.0, step=0.25)
+        space.suggest_float(SHARE, 0.5, 1.0, step=0.25, valid="(0, 1]")
 
     def identity(self, params, run=None):
         found = super().identity(params, run)

@@ -19,7 +19,7 @@ class StaticMasking(MaskingStrategy):
     duplicates = 1
 
     def search_space(self, space):
-        space.suggest_int(DUPLICATES, 1, 10)
+        space.suggest_int(DUPLICATES, 1, 10, valid="[1, inf)")
 
     def prepare(self, context):
         self.duplicates = int(context.params.get(DUPLICATES, 1))
