@@ -126,6 +126,8 @@ def cache_key(run, seeds: list[int], train_fingerprint: str) -> str:
         # Other techniques' settings shape the teacher too (finetune.group_by_length, a vector file, ...).
         "settings": {k: v for k, v in (run.settings or {}).items() if not k.startswith("distillation.")},
     }
+    if getattr(run, "precision", "fp32") != "fp32":  # teachers train in the study's precision; fp32 keeps old keys
+        described["precision"] = run.precision
     text = json.dumps(described, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 

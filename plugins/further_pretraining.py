@@ -339,6 +339,8 @@ def pretraining_stage(stage: str, checkpoint: str, start_key: Any, texts: list[s
         "batch_size": run.settings.get(BATCH_SIZE, 32), "warmup_steps": run.settings.get(WARMUP, 0),
         "weight_decay": WEIGHT_DECAY,
     }
+    if getattr(run, "precision", "fp32") != "fp32":  # a stage trained in bf16 or fp16 is another checkpoint
+        described["precision"] = run.precision
     key = cache_key(described)
     output_key = f"{key}@{steps}"
     job = _StageJob(stage, checkpoint, texts, corpus_print, strategy, masking_params, lr, datasets, run,
@@ -452,6 +454,7 @@ class _StageJob:
             save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
             remove_unused_columns=False, dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(),
+            **getattr(run, "precision_arguments", {}),  # the study's precision, as fine-tuning trains
         )
         self.trainer = StageTrainer(
             model=model, args=args, train_dataset=VisitStream(rows, steps * batch_size, run.seed),

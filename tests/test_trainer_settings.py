@@ -129,3 +129,50 @@ def test_report_to_tensorboard_writes_each_trials_curves_under_its_number(tmp_pa
     events = EventAccumulator(str(tmp_path / "tb" / "tensorboard" / runs[0]))
     events.Reload()
     assert {"train/loss", "eval/accuracy"} <= set(events.Tags()["scalars"])
+
+
+@cpu_only
+def test_further_pretraining_teachers_and_fine_tuning_all_train_in_the_studys_precision(tmp_path, monkeypatch):
+    import warnings
+
+    from optuna.trial import FixedTrial
+    from transformers import Trainer
+
+    from autobert.config import load_study
+    from autobert.pipeline import run_pipeline
+    from autobert.plugin_manager import get_plugin_manager
+    from autobert.search import validate_study
+    from autobert.stage_cache import StageCache
+
+    trained = []
+    original = Trainer.train
+
+    def train(self, *a, **kw):
+        trained.append((type(self).__name__, self.args.bf16))
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "train", train)
+    techniques = ["finetune", "further_pretraining", "masking", "distillation"]
+    params = {"finetune.learning_rate": 3e-3, "finetune.epochs": 1, "finetune.batch_size": 16,
+              "finetune.warmup_ratio": 0.0, "finetune.weight_decay": 0.0,
+              "further_pretraining.stages": "task", "further_pretraining.task_steps": 2,
+              "further_pretraining.task_learning_rate": 1e-4, "masking.strategy": "dynamic",
+              "masking.probability": 0.15, "distillation.enabled": True, "distillation.alpha": 0.5,
+              "distillation.temperature": 2.0, "distillation.teachers": 1}
+    stages = {}
+    for precision in ("bf16", "fp32"):
+        path = write_study(tmp_path, name="every", n_train=32, n_validation=16, only=techniques, precision=precision,
+                           techniques={"further_pretraining": {"batch_size": 4}})
+        study = load_study(path)
+        pm = get_plugin_manager(only=techniques)
+        data = validate_study(study, pm)
+        trained.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FixedTrial: values outside the default ranges
+            run_pipeline(study, FixedTrial(params), pm, data)
+        kinds = sorted({name for name, _ in trained})
+        assert kinds == ["StageTrainer", "_AutobertTrainer"] and len(trained) == 3, trained  # stage, teacher, student
+        assert all(bf16 == (precision == "bf16") for _, bf16 in trained), trained
+        stages[precision] = {e.key for e in StageCache(study.cache_path).entries("further_pretraining")}
+    # A stage trained in bf16 is not served to an fp32 trial (nor the other way round).
+    assert stages["fp32"] - stages["bf16"]

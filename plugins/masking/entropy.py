@@ -72,7 +72,9 @@ def task_model_identity(run: Any, train_fingerprint: str) -> dict[str, Any]:
             "train": train_fingerprint,
             # The task model trains with finetune's default batching (train_task_model sets no techniques), and
             # the batch order changes the model: a task model cached before that default changed is not this one.
-            "group_by_length": autobert_settings()[GROUP_BY_LENGTH].default}
+            "group_by_length": autobert_settings()[GROUP_BY_LENGTH].default,
+            # It trains in the study's precision (autobert.pipeline); fp32 keeps the keys of before.
+            **({"precision": run.precision} if getattr(run, "precision", "fp32") != "fp32" else {})}
 
 
 def train_task_model(datasets: dict[str, Any], run: Any, folder: Path) -> None:
