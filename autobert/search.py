@@ -317,7 +317,9 @@ def make_objective(
         except Exception as exc:
             reason = str(exc) if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
             if _out_of_memory(exc):
-                reason += "; the recipe ran out of memory: narrow finetune.batch_size or lower max_length"
+                # Training itself halves the batch first (pipeline.BatchFit), and its TrialFailed says what it tried.
+                if not isinstance(exc, TrialFailed):
+                    reason += "; the recipe ran out of memory: narrow finetune.batch_size or lower max_length"
                 _free_accelerator_memory()
             trial.set_user_attr("fail_reason", reason[:2000])
             raise TrialFailed(reason) from exc
