@@ -291,7 +291,47 @@ def render_html(study: optuna.Study, config: StudyConfig, figures: list[Figure],
         else:
             parts.append(f"<p class='note'>{html.escape(figure.note or 'Skipped.')}</p>")
         parts.append(f"<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
+    parts.append(_ablation_section(study, config))
     parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _ablation_section(study: optuna.Study, config: StudyConfig) -> str:
+    """The ablation of the study's best recipe (``autobert ablate``), when one is stored under the study's folder."""
+    from autobert.ablate import find_ablation
+
+    ranked = _ranked(study)
+    found = find_ablation(config.study_dir, study.study_name, ranked[0].number, ranked[0].params) if ranked else None
+    if found is None:
+        return ""
+    parts = [f"<h2 id='ablation'>Ablation of the best recipe (trial {ranked[0].number})</h2>",
+             f"<p>From <code>{html.escape(found['folder'])}</code>: every arm on seeds "
+             f"{', '.join(map(str, found['seeds']))}; Δ = with the technique − without it (validation "
+             f"{html.escape(found['metric'])}), 95 % t interval over the seed pairs."
+             + ("" if found.get("complete") else " <b>Incomplete</b>: some arms have not finished every seed.")
+             + "</p>"]
+    head = ["technique", "switched", "Δ", "95 % CI", "Wilcoxon p", "extra time / seed", "verdict"]
+    rows = []
+    for row in found.get("techniques", []):
+        low, high = row["ci95"]
+        cells = [row["technique"] + (" (added)" if row["kind"] == "added" else ""), row["switched"],
+                 f"{row['mean_difference']:+.4f}", f"[{low:+.4f}, {high:+.4f}]" if math.isfinite(low) else "—",
+                 f"{row['wilcoxon_p']:.3f}" if math.isfinite(row["wilcoxon_p"]) else "—",
+                 f"{row['extra_seconds']:+.1f} s", row["verdict"]]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    parts.append("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
+                 + "".join(rows) + "</tbody></table>")
+    if found.get("not_ablatable"):
+        parts.append("<p>Not ablatable: " + "; ".join(html.escape(f"{n['technique']} ({n['reason']})")
+                                                     for n in found["not_ablatable"]) + ".</p>")
+    if found.get("recommended"):
+        dropped = ", ".join(found["recommended"]["dropped"]) or "nothing"
+        parts.append(f"<p>Recommended recipe (drops {html.escape(dropped)}): "
+                     f"<code>{html.escape(str(Path(found['folder']) / 'recommended.yaml'))}</code></p>")
+    forest = Path(found["folder"]) / "forest.png"
+    if forest.is_file():
+        data = base64.b64encode(forest.read_bytes()).decode("ascii")
+        parts.append(f"<figure><img alt='ablation forest plot' src='data:image/png;base64,{data}'></figure>")
     return "\n".join(parts)
 
 

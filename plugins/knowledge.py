@@ -93,6 +93,11 @@ def autobert_search_space(space):
 
 
 @hookimpl
+def autobert_ablation():
+    return {"off": {INJECT: "none"}, "on": {INJECT: "last_layer", FUSION: "gated", PROJECTION: 64, DROPOUT: 0.1}}
+
+
+@hookimpl
 def autobert_validate_study(study, settings):
     problems = _source_problems(settings)
     if problems:

@@ -58,6 +58,11 @@ def autobert_search_space(space):
 
 
 @hookimpl
+def autobert_ablation():
+    return {"off": {ENABLED: False}, "on": {ENABLED: True, STEPS: 64, LEARNING_RATE: 4e-5}}
+
+
+@hookimpl
 def autobert_validate_study(study, settings):
     if not any(name.startswith("pet.") for name in study.overrides):
         return []

@@ -32,6 +32,12 @@ def autobert_search_space(space):
 
 
 @hookimpl
+def autobert_ablation():
+    # cls is the standard head; mean is Reimers & Gurevych's choice.
+    return {"off": {"pooling.kind": "cls"}, "on": {"pooling.kind": "mean"}}
+
+
+@hookimpl
 def autobert_build_model(checkpoint, run):
     kind = run.params["pooling.kind"]
     if kind == "cls":

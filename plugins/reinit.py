@@ -33,6 +33,12 @@ def autobert_search_space(space):
     space.suggest_int("reinit.layers", 0, MAX_LAYERS, valid="[0, inf)")
 
 
+@hookimpl
+def autobert_ablation():
+    # Zhang et al. re-initialise the top few layers; 2 is the middle of the searched range.
+    return {"off": {"reinit.layers": 0}, "on": {"reinit.layers": 2}}
+
+
 def _most_asked(override) -> int | None:
     """The largest number of layers the study's override allows (the default space: 3)."""
     if override is None:

@@ -29,6 +29,13 @@ def autobert_search_space(space):
         space.suggest_float("truncation.head_share", 0.0, 1.0, valid="[0, 1]")
 
 
+@hookimpl
+def autobert_ablation():
+    # head is the default; Sun et al. kept the first quarter and the rest from the end.
+    return {"off": {"truncation.strategy": "head"},
+            "on": {"truncation.strategy": "head_tail", "truncation.head_share": 0.25}}
+
+
 def keep(ids: list[int], room: int, strategy: str, head_share: float = 1.0) -> list[int]:
     """The ``room`` tokens of ``ids`` that ``strategy`` keeps, in their order."""
     if len(ids) <= room:

@@ -158,6 +158,48 @@ def test_autobert_settings_outside_the_technique_namespace_are_refused():
 
 
 # --------------------------------------------------------------------------
+# Ablation
+# --------------------------------------------------------------------------
+
+
+def test_autobert_ablation_off_values_and_reasons_are_collected_per_technique():
+    from autobert.ablate import declared_ablations
+
+    class Switchable:
+        @hookimpl
+        def autobert_ablation(self):
+            return {"off": {"probe.enabled": False}, "on": {"probe.enabled": True, "probe.width": 3}}
+
+    class Unswitchable:
+        @hookimpl
+        def autobert_ablation(self):
+            return {"reason": "it is the base recipe"}
+
+    class Silent:
+        @hookimpl
+        def autobert_search_space(self, space):
+            space.suggest_int("silent.width", 1, 2)
+
+    declared = declared_ablations(plugin_manager(("probe", Switchable()), ("base", Unswitchable()), ("silent", Silent())))
+    assert declared["probe"].off == {"probe.enabled": False}
+    assert declared["probe"].on == {"probe.enabled": True, "probe.width": 3}
+    assert declared["base"].off is None and declared["base"].reason == "it is the base recipe"
+    assert declared["silent"].off is None and "declares no off value" in declared["silent"].reason
+
+
+def test_autobert_ablation_off_values_outside_the_technique_namespace_are_refused():
+    from autobert.ablate import declared_ablations
+
+    class Bad:
+        @hookimpl
+        def autobert_ablation(self):
+            return {"off": {"finetune.epochs": 1}}
+
+    with pytest.raises(PluginError, match="off values must be the technique's own parameters"):
+        declared_ablations(plugin_manager(("bad", Bad())))
+
+
+# --------------------------------------------------------------------------
 # Study validation
 # --------------------------------------------------------------------------
 
