@@ -367,9 +367,34 @@ def _format_pydantic(exc: ValidationError, lines: dict[tuple, int]) -> list[str]
             msg = "unknown key; remove it or check its spelling"
         elif err["type"] == "missing":
             msg = "required key is missing; add it"
+        elif err["type"] != "value_error":  # our own validators say what to do already
+            msg = f"{msg}{_got(err.get('input'))}; {_schema_fix(err['type'], msg)}"
         problems.append(f"{where}: {msg}")
     # A union failing on several branches repeats itself; keep each message once.
     return list(dict.fromkeys(problems))
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return f", got {text}" if not isinstance(value, dict) and len(text) <= 60 else ""
+
+
+def _schema_fix(kind: str, msg: str) -> str:
+    """What to do about one of pydantic's errors (its message says only what is wrong)."""
+    wanted = msg.removeprefix("Input should be ")
+    if kind.startswith(("greater_than", "less_than")) or kind in ("finite_number", "multiple_of"):
+        return f"give a value {wanted}"
+    if kind == "literal_error":
+        return "choose one of them"
+    if kind == "string_pattern_mismatch":
+        return "use letters, digits and _ . - only, starting with a letter or a digit"
+    if kind == "too_short":
+        return "give at least one value"
+    if kind == "too_long":
+        return "give fewer values"
+    if kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "model_attributes_type"):
+        return f"write {wanted}"
+    return "fix the value"
 
 
 def with_lines(problems: list[str], text: str) -> list[str]:

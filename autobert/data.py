@@ -239,9 +239,13 @@ def _read_source(source: str | HubSource, study: StudyConfig, key: str):
     if not source.strip():
         raise _Unreadable(f"{key}: the path is empty; give the split's file (e.g. data/{key.split('.')[-1]}.csv)")
     if not path.exists():
-        if os.path.islink(path):
-            raise _Unreadable(f"{key}: {path} is a symbolic link to nothing (a broken link, or links pointing at "
-                              "each other); point the link at the file, or write the file's own path")
+        given = Path(os.path.expanduser(source))
+        given = given if given.is_absolute() else study.base_dir / given
+        if os.path.islink(given) or os.path.islink(path):
+            link = given if os.path.islink(given) else path
+            raise _Unreadable(f"{key}: {link} is a symbolic link to nothing (it points at {os.readlink(link)}: a broken "
+                              "link, or links pointing at each other); point the link at the file, or write the "
+                              "file's own path")
         raise _Unreadable(
             f"{key}: file not found: {path} (paths are relative to the study file's folder); "
             "fix the path, or write {hub: ID, split: NAME} for a hub dataset"

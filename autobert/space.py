@@ -142,9 +142,9 @@ def apply_override(spec: ParamSpec, override: Any) -> ParamSpec:
         log = bool(override.get("log", spec.log))
         step = override.get("step", None if log else spec.step)
         if not (_is_number(low) and _is_number(high)):
-            raise ValueError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
+            raise ValueError(f"{where}: low and high must be numbers, got {low!r} and {high!r}; write two numbers")
         if spec.kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
-            raise ValueError(f"{where}: an integer parameter needs integer low/high")
+            raise ValueError(f"{where}: an integer parameter needs integer low/high; give whole numbers")
         if low > high:
             raise ValueError(f"{where}: low ({low}) is greater than high ({high}); swap them")
         if log and low <= 0:
@@ -166,9 +166,9 @@ def apply_override(spec: ParamSpec, override: Any) -> ParamSpec:
                     f"choose from {spec.describe()}"
                 )
         elif not _is_number(value):
-            raise ValueError(f"{where}: {value!r} is not a number; this parameter is {spec.describe()}")
+            raise ValueError(f"{where}: {value!r} is not a number; give a number (this parameter is {spec.describe()})")
         elif spec.kind == "int" and not float(value).is_integer():
-            raise ValueError(f"{where}: {value!r} is not an integer; this parameter is {spec.describe()}")
+            raise ValueError(f"{where}: {value!r} is not an integer; give a whole number (this parameter is {spec.describe()})")
     if spec.kind != "categorical":
         _check_valid(spec, values, where, "the value")
     if spec.kind == "int":

@@ -10,8 +10,15 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 import pytest
 import torch
+from hypothesis import settings
 
 from autobert.testing import write_study
+
+# The fuzzing harness (tests/test_fuzz_inputs.py): a few dozen examples in the normal run;
+# `pytest --hypothesis-profile=long` for hundreds, now and then. Examples train nothing: no deadline.
+settings.register_profile("autobert", max_examples=12, deadline=None, derandomize=True)
+settings.register_profile("long", max_examples=400, deadline=None)
+settings.load_profile("autobert")
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
