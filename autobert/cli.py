@@ -148,11 +148,11 @@ def cmd_search(args) -> int:
     from autobert.device import select_device
 
     select_device(args.device)  # before anything touches CUDA
-    if args.workers and not args.as_worker:
+    study, pm, data = _prepare(args)
+    if args.workers and not args.as_worker and not args.init_only:
         from autobert.workers import run_workers
 
-        return run_workers(args, console, err_console)
-    study, pm, data = _prepare(args)
+        return run_workers(args, study, pm, data, console, err_console)
     if args.init_only:
         from autobert.search import init_study
 
