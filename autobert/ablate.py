@@ -43,7 +43,7 @@ from optuna.trial import TrialState
 
 from autobert.config import FrozenConfig, dump_yaml, relocate, write_atomic
 from autobert.data import TaskData
-from autobert.errors import AutobertError, PluginError
+from autobert.errors import AutobertError, ConfigError, PluginError
 from autobert.pipeline import draw_params, run_seeds
 from autobert.plugin_manager import PluginManager
 
@@ -147,6 +147,8 @@ def changed_recipe(frozen: FrozenConfig, changes: Mapping[str, Any], pm: PluginM
                 f"{why}: the recipe then needs a value the declaration does not give ({exc}); add it to the "
                 "technique's autobert_ablation answer"
             ) from None
+        except ConfigError as exc:
+            raise AutobertError(f"{why}: {'; '.join(exc.problems)}") from None
         if drawn == candidate:
             return config
         candidate = drawn
@@ -742,10 +744,21 @@ def write_outputs(ablation: Ablation, output: Path) -> dict[str, Path]:
         written["forest"] = output / "forest.png"
         written["forest"].write_bytes(png)
     written["json"] = output / "ablation.json"
-    write_atomic(written["json"], json.dumps(ablation.to_json(), indent=2, default=_json_default) + "\n")
+    write_atomic(written["json"], json.dumps(_finite(ablation.to_json()), indent=2, default=_json_default) + "\n")
     written["markdown"] = output / "ablation.md"
     write_atomic(written["markdown"], markdown(ablation))
     return written
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None`` (JSON has no NaN; one seed gives no interval)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

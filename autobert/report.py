@@ -312,12 +312,15 @@ def _ablation_section(study: optuna.Study, config: StudyConfig) -> str:
              + "</p>"]
     head = ["technique", "switched", "Δ", "95 % CI", "Wilcoxon p", "extra time / seed", "verdict"]
     rows = []
+    def number(value, spec: str, unit: str = "") -> str:  # JSON keeps a missing interval (one seed) as null
+        return "—" if value is None else f"{value:{spec}}{unit}"
+
     for row in found.get("techniques", []):
         low, high = row["ci95"]
         cells = [row["technique"] + (" (added)" if row["kind"] == "added" else ""), row["switched"],
-                 f"{row['mean_difference']:+.4f}", f"[{low:+.4f}, {high:+.4f}]" if math.isfinite(low) else "—",
-                 f"{row['wilcoxon_p']:.3f}" if math.isfinite(row["wilcoxon_p"]) else "—",
-                 f"{row['extra_seconds']:+.1f} s", row["verdict"]]
+                 number(row["mean_difference"], "+.4f"),
+                 "—" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]",
+                 number(row["wilcoxon_p"], ".3f"), number(row["extra_seconds"], "+.1f", " s"), row["verdict"]]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     parts.append("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
                  + "".join(rows) + "</tbody></table>")

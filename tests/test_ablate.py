@@ -71,7 +71,7 @@ def _frozen_recipe(directory: Path, name: str = "abl") -> Path:
 def ablated(tmp_path_factory) -> Path:
     """The recipe ablated on 5 seeds with the CLI (default output: beside best.yaml); returns best.yaml."""
     best = _frozen_recipe(tmp_path_factory.mktemp("ablate"))
-    assert main(["ablate", str(best), "--seeds", ",".join(map(str, SEEDS))]) == 0
+    assert main(["ablate", str(best), "--seeds", ",".join(map(str, SEEDS)), "--test"]) == 0
     return best
 
 
@@ -124,6 +124,16 @@ def test_ablate_writes_markdown_json_and_a_forest_plot(ablated):
     assert "| pooling | pooling.kind max → cls |" in text and "| helps |" in text and "| hurts |" in text
     assert "## Recommended recipe" in text and "`llrd`" in text
     assert "- `finetune`:" in text
+    assert "test Δ accuracy (not used for the verdict)" in text
+
+
+def test_test_split_scores_are_reported_apart_from_the_verdict(ablated):
+    result = json.loads((ablated.parent / "best-ablation" / "ablation.json").read_text())
+    assert result["test"] is True
+    for row in result["techniques"]:
+        assert len(row["test"]["differences"]) == 5 and set(row["test"]) == {"differences", "mean_difference", "ci95",
+                                                                              "wilcoxon_p"}
+    assert all(r["test"]["accuracy"] >= 0 for arm in result["arms"] for r in arm["seed_results"].values())
 
 
 def test_the_full_arm_replays_the_search_trial(ablated):
@@ -145,7 +155,7 @@ def test_rich_table_shows_each_verdict(ablated):
     frozen, pm, data = _loaded(ablated)
     out = ablated.parent / "best-ablation"
     # Everything is stored: this only reads it back.
-    ablation = run_ablation(frozen, pm, data, seeds=SEEDS, output=out)
+    ablation = run_ablation(frozen, pm, data, seeds=SEEDS, output=out, evaluate_test=True)
     console = Console(record=True, width=250)
     console.print(rich_table(ablation))
     text = console.export_text()
@@ -290,3 +300,8 @@ def test_paired_summary_verdict_follows_the_interval_and_the_direction(direction
     low, high = summary["ci95"]
     assert low <= summary["mean_difference"] <= high
     assert 0 < summary["wilcoxon_p"] <= 1
+
+
+def test_one_seed_pair_gives_no_interval_and_no_evidence():
+    summary = paired_summary([0.9], [0.5])
+    assert summary["verdict"] == NO_EVIDENCE and summary["mean_difference"] == pytest.approx(0.4)
