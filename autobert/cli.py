@@ -222,6 +222,7 @@ def cmd_train(args) -> int:
     from autobert.config import dump_yaml, load_frozen, relocate, with_lines, write_atomic
     from autobert.data import load_task_data
     from autobert.device import precision_problems, select_device
+    from autobert.model_card import write_model_card
     from autobert.display import SearchProgress
     from autobert.pipeline import mean_std, metric_names, quiet_transformers, run_seeds
     from autobert.search import check_frozen, plugin_manager_for, replay_trial
@@ -270,8 +271,9 @@ def cmd_train(args) -> int:
     try:
         write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_atomic(out / "autobert.yaml", dump_yaml(relocate(frozen, out)))
+        write_model_card(out, frozen, metrics)  # README.md in the Hub's model-card format
     except OSError as exc:
-        raise AutobertError(f"cannot write metrics.json and autobert.yaml to {out} ({exc.strerror or exc}); "
+        raise AutobertError(f"cannot write metrics.json, autobert.yaml and README.md to {out} ({exc.strerror or exc}); "
                             "the files there before are unchanged. Free some space or choose another --output") from None
     shown = [n for n in metric_names(pm) if n in first.metrics]
     table = Table(title=f"{frozen.name}: trained recipe" + (f" on {len(seeds)} seeds" if len(seeds) > 1 else ""))
@@ -293,7 +295,7 @@ def cmd_train(args) -> int:
     if len(seeds) > 1:
         console.print(f"{frozen.metric}: {mean:.4f} ± {std:.4f} over {len(seeds)} seeds ({frozen.aggregate}: {result.value:.4f}); "
                       f"the saved model is seed {seeds[0]}'s")
-    console.print(f"model, tokenizer, metrics.json and autobert.yaml written to [bold]{out}[/]")
+    console.print(f"model, tokenizer, metrics.json, autobert.yaml and a model card (README.md) written to [bold]{out}[/]")
     return 0
 
 

@@ -37,7 +37,7 @@ def test_an_atomic_write_has_the_mode_the_umask_gives_a_new_file(tmp_path, umask
     assert _mode(tmp_path / "best.yaml") == _mode(tmp_path / "plain.txt") == shown
 
 
-def test_best_yaml_the_report_and_metrics_json_are_readable_by_others_under_umask_022(tmp_path, umask):
+def test_best_yaml_the_report_metrics_json_and_the_model_card_are_readable_by_others_under_umask_022(tmp_path, umask):
     umask(0o022)
     path = write_study(tmp_path, name="modes", n_train=48, n_validation=16, only=["finetune"],
                        techniques={"finetune": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 16}})
@@ -45,7 +45,7 @@ def test_best_yaml_the_report_and_metrics_json_are_readable_by_others_under_umas
     assert main(["report", str(path)]) == 0
     assert main(["train", str(tmp_path / "modes" / "best.yaml"), "--output", str(tmp_path / "model")]) == 0
     written = [tmp_path / "modes" / "best.yaml", tmp_path / "modes" / "report" / "report.html",
-               tmp_path / "model" / "metrics.json", tmp_path / "model" / "autobert.yaml"]
+               tmp_path / "model" / "metrics.json", tmp_path / "model" / "autobert.yaml", tmp_path / "model" / "README.md"]
     assert {str(p.relative_to(tmp_path)): _mode(p) for p in written} == {
         str(p.relative_to(tmp_path)): "-rw-r--r--" for p in written}
     assert json.loads((tmp_path / "model" / "metrics.json").read_text())["metric"] == "accuracy"
