@@ -85,7 +85,7 @@ class HeartbeatConfig(_Model):
         if self.grace_period is not None and self.grace_period <= self.interval:
             raise ValueError(
                 f"heartbeat.grace_period ({self.grace_period}) must be longer than heartbeat.interval "
-                f"({self.interval}), or a live worker's trial would be failed between two heartbeats"
+                f"({self.interval}), or a live worker's trial would be failed between two heartbeats; raise grace_period"
             )
         return self
 
@@ -158,7 +158,7 @@ class StudyConfig(_Model):
     @classmethod
     def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
         if v is not None and len(set(v)) != len(v):
-            raise ValueError(f"seeds must be distinct, got {v}")
+            raise ValueError(f"seeds must be distinct, got {v}; remove the repeated ones")
         return v
 
     @field_validator("sampler", mode="before")
@@ -184,7 +184,7 @@ class StudyConfig(_Model):
     @model_validator(mode="after")
     def _some_budget(self) -> "StudyConfig":
         if self.budget.trials is None and self.budget.timeout is None:
-            raise ValueError("budget needs trials or timeout (or both)")
+            raise ValueError("budget needs trials or timeout (or both); set budget.trials or budget.timeout")
         return self
 
     @model_validator(mode="after")
@@ -367,7 +367,9 @@ def _format_pydantic(exc: ValidationError, lines: dict[tuple, int]) -> list[str]
             msg = "unknown key; remove it or check its spelling"
         elif err["type"] == "missing":
             msg = "required key is missing; add it"
-        elif err["type"] != "value_error":  # our own validators say what to do already
+        elif err["type"] == "value_error":  # our own validators say what to do already
+            msg = msg.removeprefix("Value error, ")
+        else:
             msg = f"{msg}{_got(err.get('input'))}; {_schema_fix(err['type'], msg)}"
         problems.append(f"{where}: {msg}")
     # A union failing on several branches repeats itself; keep each message once.

@@ -33,7 +33,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
     installed = sorted(set(available_technique_names()) | set(pm.techniques))
     for name in study.disable:
         if name not in installed:
-            problems.append(f"disable: no technique named {name!r}{_did_you_mean(name, installed)}; installed: {', '.join(installed)}")
+            problems.append(f"disable: no technique named {name!r}{_did_you_mean(name, installed)}; remove it or fix its spelling (installed: {', '.join(installed)})")
     for name in study.techniques:
         if name not in installed:
             problems.append(
