@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL of the ablation study (default: SQLite in the output folder)")
     p.add_argument("--test", action="store_true", help="also score the test split (reported apart, never decides a verdict)")
     p.add_argument("--allow-data-change", action="store_true", help="run even if the data's fingerprint changed")
+    _device_arg(p)
 
     p = sub.add_parser("best", help="show the leaderboard and re-export the best recipe")
     _study_args(p)
@@ -305,8 +306,10 @@ def cmd_ablate(args) -> int:
     from autobert.data import load_task_data
     from autobert.pipeline import quiet_transformers
     from autobert.search import check_frozen, plugin_manager_for
+    from autobert.device import select_device
     from autobert.storage import shown
 
+    select_device(args.device)  # before anything touches CUDA
     quiet_transformers()
     frozen = load_frozen(args.frozen)
     pm = plugin_manager_for(frozen)
