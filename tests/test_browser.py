@@ -128,3 +128,10 @@ def test_optuna_dashboard_shows_the_stored_study_its_trial_count_and_the_metric_
     page.get_by_text("4 Trials").wait_for(timeout=30_000)
     page.close()
     assert problems == []
+
+
+def test_the_stored_study_names_its_metric_for_optunas_own_tools(stored_study):
+    import optuna
+
+    opened = optuna.load_study(study_name="web", storage=f"sqlite:///{stored_study / 'study.db'}")
+    assert opened.metric_names == ["accuracy"]
