@@ -130,7 +130,14 @@ def probe(study: Any, data: Any, steps: int = 3, batch_size: int = 16) -> Calibr
     start = time.perf_counter()
     checkpoint = resolve_model(study)
     tokenizer = load_tokenizer(checkpoint)
-    model = AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=max(2, data.num_labels))
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the new head's "missing weights" report is expected here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=max(2, data.num_labels))
+    finally:
+        hf_logging.set_verbosity(verbosity)
     overhead = time.perf_counter() - start
     texts = list(data.splits["train"]["text"][:batch_size]) or ["probe"]
     batch = tokenizer(texts, truncation=True, max_length=study.max_length, padding=True, return_tensors="pt")

@@ -151,7 +151,6 @@ class Planner:
         if self.deadline is None:
             return None
         now = time.monotonic()
-        self.cheapest = min(self.cheapest, prediction.seconds)
         if finalist:
             remaining = self.deadline - now
             if prediction.seconds > remaining:
@@ -162,6 +161,7 @@ class Planner:
         incumbent = best[0].user_attrs.get("seconds") if best else None
         cap = budget.admission_cap(self.main_budget, remaining, incumbent)
         if prediction.seconds <= cap:
+            self.cheapest = min(self.cheapest, prediction.seconds)  # of the recipes started: what may still fit
             return None
         if cap >= remaining:
             return f"predicted {prediction.seconds:.0f}s, {max(remaining, 0):.0f}s of the search's time left"
@@ -186,9 +186,9 @@ class Planner:
             self.stop_reason = f"{self.started} trial(s) run"
         elif self.main_deadline is not None and time.monotonic() >= self.main_deadline:
             self.stop_reason = "the search's share of the time budget is spent"
-        elif self.main_deadline is not None and self.main_deadline - time.monotonic() < self.cheapest:
+        elif self.main_deadline is not None and self.cheapest < math.inf and self.main_deadline - time.monotonic() < self.cheapest:
             self.stop_reason = (f"{self.main_deadline - time.monotonic():.0f}s left, less than the cheapest recipe "
-                                f"predicted ({self.cheapest:.0f}s)")
+                                f"started was predicted to take ({self.cheapest:.0f}s)")
         elif self.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
             self.stop_reason = f"{self.skips_in_a_row} recipes in a row did not fit the time left"
         if self.stop_reason:

@@ -24,6 +24,16 @@ def sample(split: str, n: int | None, out: Path) -> str:
     return str(path)
 
 
+def sample_task(task: str, split: str, n: int | None, out: Path) -> str:
+    """Like :func:`sample`, for any task folder of ``../shared/data`` (sst2, cr, mpqa, mr, subj, sst5)."""
+    frame = pd.read_csv(SHARED / task / f"{split}.csv", keep_default_na=False)
+    if n and n < len(frame):
+        frame = frame.sample(n=n, random_state=0)
+    path = Path(out) / f"{task}-{split}-{n or 'all'}.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
 def write_report(path: Path, lines: list[str]) -> None:
     """Write a benchmark's markdown ``lines`` to ``path`` (creating its folder) and print them."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -760,3 +760,26 @@ def test_plugin_with_a_taken_name_raises_plugin_error_naming_both():
     pm = plugin_manager()
     with pytest.raises(PluginError, match=r"'finetune' \(impostor_pkg, from impostor-dist 9\) has the same name as autobert.plugins.finetune"):
         pm.register_technique(Impostor(), Technique("finetune", "impostor_pkg", "impostor-dist", "9"))
+
+
+def test_autobert_trial_cost_terms_reach_the_trial_s_prediction(tiny_study):
+    class Teacher:
+        @hookimpl
+        def autobert_search_space(self, space):
+            space.suggest_categorical("teacher.enabled", [True])
+
+        @hookimpl
+        def autobert_trial_cost(self, params, train_rows):
+            return {"teacher": 10 * train_rows} if params["teacher.enabled"] else None
+
+    study = load_study(tiny_study())
+    pm = plugin_manager(("teacher", Teacher()))
+    opened = run_search(study, pm, validate_study(study, pm), n_trials=1)
+    trial = opened.trials[0]
+    terms = trial.user_attrs["cost_terms"]
+    assert terms["teacher: teacher"] == 10 * TRAIN_ROWS
+    assert terms["finetune: training"] == TRAIN_ROWS  # 1 epoch
+    assert trial.user_attrs["predicted_work"] == pytest.approx(sum(terms.values()), abs=1)
+    # The teacher's work is most of the prediction: without it the trial is predicted far cheaper.
+    calibration = opened.user_attrs["calibration"]
+    assert trial.user_attrs["predicted_seconds"] >= calibration["overhead"] + 10 * TRAIN_ROWS * calibration["seconds_per_pass"]

@@ -1,0 +1,221 @@
+"""A search that earns its budget: predicted costs, a deadline kept, cheap first, finalists on fresh seeds."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from autobert import hookimpl
+from autobert.budget import Calibration, admission_cap, calibrate
+from autobert.config import load_frozen, load_study
+from autobert.plugin_manager import Technique, get_plugin_manager
+from autobert.search import export_best, open_study, run_search, validate_study
+
+FINETUNE = {"learning_rate": {"low": 1e-3, "high": 5e-3, "log": True}, "epochs": 1, "batch_size": 16,
+            "warmup_ratio": 0.0}
+
+
+def with_technique(name: str, plugin) -> object:
+    pm = get_plugin_manager(only=["finetune"])
+    pm.register_technique(plugin, Technique(name, f"{__name__}:{type(plugin).__name__}", "autobert-tests", "0"))
+    return pm
+
+
+def started(opened) -> list:
+    return [t for t in opened.trials if "not_started" not in t.user_attrs]
+
+
+# ---------------------------------------------------------------------------
+# The cost model
+# ---------------------------------------------------------------------------
+
+
+def test_every_trial_carries_predicted_and_actual_seconds(tiny_study):
+    study = load_study(tiny_study(only=["finetune"]))
+    pm = get_plugin_manager(only=["finetune"])
+    opened = run_search(study, pm, validate_study(study, pm), n_trials=2)
+    for t in opened.trials:
+        assert t.user_attrs["predicted_seconds"] > 0 and t.user_attrs["seconds"] > 0
+        assert t.user_attrs["cost_terms"]["finetune: training"] == 96  # 96 rows x 1 epoch
+    assert "calibration" in opened.user_attrs  # the probe's figures, kept for a resumed study
+
+
+def test_calibration_follows_the_study_s_finished_trials():
+    prior = Calibration(overhead=1.0, seconds_per_pass=0.01, source="probe")
+    done = [SimpleNamespace(state=TrialState.COMPLETE, user_attrs={"predicted_work": 100, "seconds": 1.0 + 100 * 0.05,
+                                                                   "runs": 1}) for _ in range(3)]
+    pruned = SimpleNamespace(state=TrialState.PRUNED, user_attrs={"predicted_work": 100, "seconds": 0.5, "runs": 1})
+    assert calibrate([], prior) == prior
+    learned = calibrate([*done, pruned], prior)
+    assert learned.seconds_per_pass == pytest.approx(0.05)
+    assert learned.seconds(1000) == pytest.approx(1.0 + 50)
+
+
+def test_cheap_first_cap_starts_at_a_sixth_of_the_budget_and_follows_the_best_recipe():
+    assert admission_cap(600, 500, None) == pytest.approx(100)
+    assert admission_cap(600, 500, 80) == pytest.approx(160)  # twice the best recipe's cost
+    assert admission_cap(600, 500, 10) == pytest.approx(100)  # never below the first share
+    assert admission_cap(600, 50, 80) == pytest.approx(50)  # never past the time left
+
+
+class SlowStage:
+    """A technique whose stage is predicted to take hours; it counts the times it really runs."""
+
+    def __init__(self):
+        self.ran = 0
+
+    @hookimpl
+    def autobert_search_space(self, space):
+        space.suggest_categorical("slow.enabled", [False, True])
+
+    @hookimpl
+    def autobert_trial_cost(self, params):
+        return {"stage": 1e9} if params.get("slow.enabled") else None
+
+    @hookimpl
+    def autobert_modify_datasets(self, datasets, run):
+        if run.params.get("slow.enabled"):
+            self.ran += 1
+
+
+def test_a_trial_predicted_to_overrun_the_budget_is_never_started(tiny_study):
+    study = load_study(tiny_study(only=["finetune"], budget={"timeout": 20}, finalists="none",
+                                  sampler={"name": "random", "seed": 3}))
+    slow = SlowStage()
+    pm = with_technique("slow", slow)
+    opened = run_search(study, pm, validate_study(study, pm), timeout=20, n_trials=6)
+    refused = [t for t in opened.trials if t.params.get("slow.enabled")]
+    assert refused and all(t.state == TrialState.PRUNED and "predicted" in t.user_attrs["not_started"] for t in refused)
+    assert slow.ran == 0
+    assert any(t.state == TrialState.COMPLETE for t in opened.trials)
+
+
+class Sleeper:
+    """A technique that makes every training step slow, unbeknown to the cost model."""
+
+    @hookimpl
+    def autobert_trainer_callbacks(self, run):
+        from transformers import TrainerCallback
+
+        class Sleep(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                time.sleep(1.0)
+
+        return [Sleep()]
+
+
+def test_a_running_trial_is_stopped_at_the_deadline(tiny_study):
+    study = load_study(tiny_study(only=["finetune"], finalists="none",
+                                  techniques={"finetune": {**FINETUNE, "epochs": 3}}))  # 18 steps: 18 s asleep
+    pm = with_technique("sleeper", Sleeper())
+    data = validate_study(study, pm)
+    open_study(study)  # the probe runs outside the clock in run_search too; time the search alone
+    start = time.monotonic()
+    opened = run_search(study, pm, data, timeout=6)
+    elapsed = time.monotonic() - start
+    assert elapsed < 6 * 1.05 + 3  # + one step, one evaluation and the probe of a tiny model
+    stopped = [t for t in opened.trials if "stopped_reason" in t.user_attrs]
+    assert stopped and stopped[0].state == TrialState.PRUNED
+    assert "time budget" in stopped[0].user_attrs["stopped_reason"]
+
+
+def test_every_built_in_technique_at_its_default_space_keeps_a_120_second_budget(tiny_study):
+    # Every installed technique enabled at its default space; only the model and data are tiny.
+    path = tiny_study(techniques={}, budget={"timeout": 120}, n_train=96)
+    study = load_study(path)
+    pm = get_plugin_manager(disable=study.disable)
+    data = validate_study(study, pm)
+    start = time.monotonic()
+    opened = run_search(study, pm, data, timeout=120)
+    elapsed = time.monotonic() - start
+    evaluation = max(5.0, max((t.user_attrs.get("seconds", 0) for t in opened.trials), default=0) / 3)
+    assert elapsed <= 126 + evaluation
+    assert any(t.state == TrialState.COMPLETE for t in opened.trials)
+    for t in started(opened):
+        if t.state != TrialState.FAIL:
+            assert "predicted_seconds" in t.user_attrs and "seconds" in t.user_attrs
+
+
+# ---------------------------------------------------------------------------
+# Finalists
+# ---------------------------------------------------------------------------
+
+
+def test_a_budgeted_search_reruns_its_finalists_on_fresh_seeds_and_exports_the_best_mean(tiny_study):
+    study = load_study(tiny_study(only=["finetune"], finalists={"share": 0.5, "top": 2},
+                                  sampler={"name": "random", "seed": 0}))
+    pm = get_plugin_manager(only=["finetune"])
+    data = validate_study(study, pm)
+    opened = run_search(study, pm, data, timeout=24)
+    path = export_best(study, opened, pm, data)
+    frozen = load_frozen(path)
+    rows = frozen.provenance.finalists
+    assert rows and len(rows) >= 2
+    for row in rows:
+        assert row["seed_values"] and all(int(seed) not in study.run_seeds for seed in row["seed_values"])
+    means = [r["mean"] for r in rows]
+    assert means == sorted(means, reverse=True)
+    assert frozen.provenance.trial == rows[0]["trial"]  # the best by the fresh seeds' mean, not by its one search run
+    runs = [t for t in opened.trials if "finalist_of" in t.user_attrs and t.state == TrialState.COMPLETE]
+    assert {t.user_attrs["finalist_of"] for t in runs} == {r["trial"] for r in rows}
+    assert yaml.safe_load(path.read_text())["provenance"]["finalists"][0]["trial"] == rows[0]["trial"]
+
+
+# ---------------------------------------------------------------------------
+# Pruning at the same share of each trial's schedule
+# ---------------------------------------------------------------------------
+
+
+def test_fraction_rule_never_prunes_in_warm_up_or_before_its_first_share():
+    from autobert.pruners import should_prune
+
+    finished = [[(0.25, 0.9), (0.5, 0.9), (1.0, 0.95)]] * 3
+    assert not should_prune(0.1, 0.25, 0.0, finished)  # before min_fraction (0.5)
+    assert not should_prune(0.1, 0.6, 0.7, finished)  # still in warm-up
+    assert should_prune(0.1, 0.6, 0.0, finished)
+    assert not should_prune(0.1, 0.6, 0.0, finished[:2])  # fewer finished trials than n_startup_trials
+
+
+def test_fraction_rule_compares_trials_at_the_same_share_of_their_own_schedule():
+    from autobert.pruners import should_prune, value_at
+
+    # Three finished 3-epoch trials (reports at thirds) and a 2-epoch trial at its half.
+    finished = [[(1 / 3, 0.6), (2 / 3, 0.8), (1.0, 0.9)]] * 3
+    assert value_at(finished[0], 0.5) == pytest.approx(0.7)
+    assert not should_prune(0.72, 0.5, 0.0, finished)  # better than they were at their half
+    assert should_prune(0.65, 0.5, 0.0, finished)
+
+
+class Sabotage:
+    """A technique that, when on, trains nothing: its trials stay at chance level."""
+
+    @hookimpl
+    def autobert_search_space(self, space):
+        space.suggest_categorical("sabotage.enabled", [False, True])
+
+    @hookimpl
+    def autobert_training_arguments(self, args, run):
+        if run.params.get("sabotage.enabled"):
+            args["learning_rate"] = 1e-12
+
+
+def test_fraction_pruner_stops_a_hopeless_trial_after_half_its_schedule(tiny_study):
+    study = load_study(tiny_study(only=["finetune"], evaluations_per_epoch=4,
+                                  pruner={"name": "fraction", "n_startup_trials": 2},
+                                  techniques={"finetune": {**FINETUNE, "learning_rate": 5e-3, "epochs": 2}}))
+    pm = with_technique("sabotage", Sabotage())
+    data = validate_study(study, pm)
+    opened = open_study(study)
+    for enabled in (False, False, True):
+        opened.enqueue_trial({"sabotage.enabled": enabled})
+    opened = run_search(study, pm, data, n_trials=3)
+    good, hopeless = opened.trials[:2], opened.trials[2]
+    assert all(t.state == TrialState.COMPLETE for t in good)
+    assert hopeless.state == TrialState.PRUNED
+    stopped_at = max(hopeless.intermediate_values) / hopeless.user_attrs["total_steps"]
+    assert 0.5 <= stopped_at < 1.0
