@@ -50,9 +50,14 @@ class SamplerConfig(_Model):
 
 
 class PrunerConfig(_Model):
-    name: Literal["median", "successive_halving", "hyperband", "wilcoxon", "none"] = "median"
-    n_startup_trials: int = Field(default=1, ge=0)
+    name: Literal["median", "fraction", "successive_halving", "hyperband", "wilcoxon", "none"] = "median"
+    # median: 1, fraction: 3 (when not given)
+    n_startup_trials: int | None = Field(default=None, ge=0)
     n_warmup_steps: int = Field(default=0, ge=0)
+    # fraction only: compare at the same share of each trial's own schedule, never before `min_fraction`
+    # of it (nor in warm-up), and prune below this percentile of the finished trials (autobert.pruners).
+    min_fraction: float = Field(default=0.5, ge=0, lt=1)
+    percentile: float = Field(default=25.0, gt=0, lt=100)
     # wilcoxon only: prune when the one-sided signed-rank test against the best trial's
     # per-seed values gives p below this (with n seeds compared, p is at least 1/2**n).
     p_threshold: float = Field(default=0.1, gt=0, le=1)
@@ -60,12 +65,27 @@ class PrunerConfig(_Model):
 
 
 # Pruners that compare intermediate values over training steps within one run.
-STEP_PRUNERS = ("median", "successive_halving", "hyperband")
+STEP_PRUNERS = ("median", "fraction", "successive_halving", "hyperband")
 
 
 class BudgetConfig(_Model):
     trials: int | None = Field(default=10, ge=1)
     timeout: float | None = Field(default=None, gt=0, description="seconds")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _time_alone(cls, data: Any) -> Any:
+        # `budget: {timeout: 1800}` means "as many trials as fit", not "10 trials or 30 minutes".
+        if isinstance(data, dict) and data.get("timeout") is not None and "trials" not in data:
+            return {**data, "trials": None}
+        return data
+
+
+class FinalistsConfig(_Model):
+    """With a time budget: the share of it kept to re-run the best ``top`` recipes on fresh seeds."""
+
+    share: float = Field(default=0.2, ge=0, lt=1)
+    top: int = Field(default=3, ge=2)
 
 
 class HeartbeatConfig(_Model):
@@ -100,6 +120,9 @@ class Provenance(_Model):
     data_fingerprint: dict[str, str]
     params: dict[str, Any]
     seed_values: dict[str, float] | None = None
+    # The recipes re-run on fresh seeds at the end of a time-budgeted search, best first:
+    # [{trial, search_value, seed_values: {seed: value}, mean}]
+    finalists: list[dict[str, Any]] | None = None
 
 
 class StudyConfig(_Model):
@@ -118,6 +141,7 @@ class StudyConfig(_Model):
     aggregate_k: float = Field(default=1.0, ge=0)
     evaluations_per_epoch: int = Field(default=1, ge=1)
     budget: BudgetConfig = BudgetConfig()
+    finalists: FinalistsConfig = FinalistsConfig()
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     storage: str | None = None
@@ -165,6 +189,11 @@ class StudyConfig(_Model):
     @classmethod
     def _sampler_shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("finalists", mode="before")
+    @classmethod
+    def _finalists_off(cls, v: Any) -> Any:
+        return {"share": 0} if v is None or v is False or v == "none" else v
 
     @field_validator("pruner", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autobert.pipeline import mean_std
+from autobert.planner import finalists
 from autobert.search import trial_summary
 
 
@@ -53,6 +54,14 @@ class SearchProgress:
 
     # Optuna callback
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if "not_started" in trial.user_attrs:
+            self.progress.console.print(f"[dim]trial {trial.number}: skipped, {trial.user_attrs['not_started']}[/]")
+            return
+        if "finalist_of" in trial.user_attrs:
+            value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+            self.progress.console.print(f"finalist: trial {trial.user_attrs['finalist_of']}'s recipe on fresh seed "
+                                        f"{trial.user_attrs['finalist_seed']}: [cyan]{value}[/]  {_timing(trial)}")
+            return
         if trial.state == TrialState.COMPLETE and trial.value is not None:
             if self.best is None or (trial.value > self.best) == self.maximize and trial.value != self.best:
                 self.best = trial.value
@@ -62,8 +71,16 @@ class SearchProgress:
             TrialState.FAIL: "[red]failed[/]",
         }.get(trial.state, trial.state.name)
         best = f"best {self.metric}={self.best:.4f}" if self.best is not None else ""
-        self.progress.console.print(f"trial {trial.number}: {outcome}  {_reason(trial)}")
+        self.progress.console.print(f"trial {trial.number}: {outcome}  {_timing(trial)}  {_reason(trial)}".rstrip())
         self.progress.update(self.trials, advance=1, info=best)
+
+
+def _timing(trial: optuna.trial.FrozenTrial) -> str:
+    """``41s (predicted 38s)``: the trial's actual and predicted seconds, where stored."""
+    seconds, predicted = trial.user_attrs.get("seconds"), trial.user_attrs.get("predicted_seconds")
+    if seconds is None:
+        return ""
+    return f"{seconds:.0f}s" + (f" (predicted {predicted:.0f}s)" if predicted is not None else "")
 
 
 def _reason(trial: optuna.trial.FrozenTrial) -> str:
@@ -101,15 +118,23 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
     how stable each recipe is (the value is the study's aggregate).
     """
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    complete = [t for t in study.get_trials(deepcopy=False)
+                if t.state == TrialState.COMPLETE and "finalist_of" not in t.user_attrs]
     complete.sort(key=lambda t: t.value if t.value is not None else -math.inf, reverse=maximize)
     counts = trial_summary(study)
     total_seconds = sum(t.user_attrs.get("seconds", 0) for t in study.get_trials(deepcopy=False))
     caption = (
         f"{counts.get('complete', 0)} complete, {counts.get('pruned', 0)} pruned, "
-        f"{counts.get('fail', 0)} failed, {counts.get('running', 0)} running; "
-        f"{total_seconds / 60:.1f} min of trials"
+        f"{counts.get('fail', 0)} failed, {counts.get('running', 0)} running"
+        + (f", {counts['skipped']} not started (over the time budget)" if counts.get("skipped") else "")
+        + (f", {counts['finalist']} finalist run(s)" if counts.get("finalist") else "")
+        + f"; {total_seconds / 60:.1f} min of trials"
     )
+    finalist_rows = {r["trial"]: r for r in finalists(study)}
+    if len(finalist_rows) >= 2:
+        # The winner is the best finalist by its fresh seeds' mean: the finalists lead, in that order.
+        order = list(finalist_rows)
+        complete.sort(key=lambda t: order.index(t.number) if t.number in finalist_rows else len(order))
     names = sorted({n for t in complete[:top] for n in t.params})
     # Parameters with one value across the board go in the caption, to keep the table narrow.
     sampled = [t for t in study.get_trials(deepcopy=False) if t.params]
@@ -126,7 +151,10 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
     if multi_seed:
         table.add_column("mean ± std", justify="right")
         table.add_column("seeds", justify="right")
+    if finalist_rows:
+        table.add_column("fresh seeds (finalists)", justify="right", style="cyan")
     table.add_column("time", justify="right")
+    table.add_column("predicted", justify="right", style="dim")
     table.add_column("recipe (what differs between trials)" if fixed else "recipe")
     for rank, t in enumerate(complete[:top], 1):
         spread = []
@@ -134,8 +162,16 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
             values = seed_values(t)
             mean, std = mean_std(values) if values else (math.nan, math.nan)
             spread = [f"{mean:.4f} ± {std:.4f}" if values else "", str(len(values))]
+        if finalist_rows:
+            row = finalist_rows.get(t.number)
+            spread.append(f"{row['mean']:.4f} (seeds {', '.join(row['seed_values'])})" if row else "")
+        predicted = t.user_attrs.get("predicted_seconds")
         table.add_row(
             str(rank), str(t.number), f"{t.value:.4f}", *spread, f"{t.user_attrs.get('seconds', 0):.0f}s",
+            f"{predicted:.0f}s" if predicted is not None else "",
             _recipe({n: t.params[n] for n in names if n in t.params}),
         )
+    if len(finalist_rows) >= 2:
+        table.caption += (f"\nwinner: trial {next(iter(finalist_rows))}, the best mean over fresh seeds of the "
+                          f"{len(finalist_rows)} finalists (re-runs on seeds the search did not use)")
     return table
