@@ -120,14 +120,14 @@ def _prepare(args):
     """Load, check and return (study, plugin manager, data)."""
     from autobert.config import load_study, with_lines
     from autobert.device import precision_problems
-    from autobert.pipeline import quiet_transformers
+    from autobert.pipeline import quiet_transformers, reporting_problems
     from autobert.search import plugin_manager_for, validate_study
 
     quiet_transformers()
     study = load_study(args.study)
     pm = plugin_manager_for(study, args.disable)
-    # Whether this machine runs the study's precision, reported with the study's other problems.
-    problems = precision_problems(study.precision)
+    # Whether this machine runs the study's precision and logging, reported with the study's other problems.
+    problems = precision_problems(study.precision) + reporting_problems(study.report_to)
     try:
         data = validate_study(study, pm)
     except ConfigError as exc:

@@ -643,6 +643,24 @@ def _reporting(run: TrialRun) -> dict[str, Any]:
     return {"report_to": targets, "run_name": run_name(run), "logging_strategy": "steps"}
 
 
+def reporting_problems(report_to: str | list[str]) -> list[str]:
+    """Why the study's ``report_to`` cannot run here (an unknown or uninstalled integration), as problem lines."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    wanted = [report_to] if isinstance(report_to, str) else list(report_to)
+    problems = []
+    for name in wanted:
+        if name in ("none", "all"):
+            continue
+        if name not in INTEGRATION_TO_CALLBACK:
+            problems.append(f"report_to: {name!r} is not a logging integration of the Trainer; use none or one of "
+                            f"{', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+        elif name not in get_available_reporting_integrations():
+            problems.append(f"report_to: {name} is not installed here; pip install {name.replace('_', '-')}, or "
+                            "set report_to: none")
+    return problems
+
+
 def _eval_steps(n_train: int, args: dict[str, Any], per_epoch: int) -> int:
     batch = args.get("per_device_train_batch_size", 8) * args.get("gradient_accumulation_steps", 1)
     steps_per_epoch = max(1, math.ceil(n_train / batch))

@@ -500,8 +500,9 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
         technique, short = name.split(".", 1)
         techniques.setdefault(technique, {})[short] = value
     raw["techniques"] = techniques
-    # What `precision: auto` resolved to where the trial ran (autobert.pipeline.run_seeds records it).
-    raw["precision"] = trial.user_attrs.get("precision", raw.get("precision", "auto"))
+    # What `precision: auto` resolved to where the trial ran (autobert.pipeline.run_seeds records it);
+    # a trial without it ran before autobert had precisions, in fp32.
+    raw["precision"] = trial.user_attrs.get("precision", "fp32")
     raw["provenance"] = {
         "study": study.name,
         "trial": trial.number,

@@ -176,3 +176,10 @@ def test_further_pretraining_teachers_and_fine_tuning_all_train_in_the_studys_pr
         stages[precision] = {e.key for e in StageCache(study.cache_path).entries("further_pretraining")}
     # A stage trained in bf16 is not served to an fp32 trial (nor the other way round).
     assert stages["fp32"] - stages["bf16"]
+
+
+def test_an_unknown_or_uninstalled_logging_integration_is_refused_at_validation(tmp_path, capsys):
+    path = _study(tmp_path, "logs", report_to=["tensorboard", "tensorbored"])
+    assert main(["validate", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "report_to (line" in err and "'tensorbored' is not a logging integration" in err and "wandb" in err
