@@ -63,7 +63,8 @@ def resolve_model(study: StudyConfig) -> str:
     if local.exists():
         return str(local)
     if model.startswith((".", "/", "~")):
-        raise ConfigError("study file", [f"model: folder not found: {local} (paths are relative to the study file's folder)"])
+        raise ConfigError("study file", [f"model: folder not found: {local} (paths are relative to the study file's folder); "
+                                         "fix the path, or give a hub id or package:NAME"])
     return model
 
 

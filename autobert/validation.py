@@ -59,6 +59,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
                 f"techniques.{full_name}: {technique} has no parameter or setting {short!r}"
                 f"{_did_you_mean(short, known + settings)}; its parameters: {', '.join(known) or 'none'}"
                 + (f"; its settings: {', '.join(settings)}" if settings else "")
+                + "; remove the key or fix its spelling"
             )
 
     metrics = metric_names(pm)
