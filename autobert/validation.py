@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+from pathlib import Path
 from typing import Any
 
 from autobert.config import StudyConfig
@@ -94,6 +96,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
         data = load_task_data(study)
     except ConfigError as exc:
         problems.extend(exc.problems)
+    problems.extend(folder_problems(study))
     warnings: list[str] = []
     if tokenizer is not None:
         found, warned = model_limits(study, checkpoint, tokenizer, data)
@@ -102,6 +105,31 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
     if problems:
         raise ConfigError("study file", problems)
     return dataclasses.replace(data, warnings=data.warnings + tuple(warnings)) if warnings else data
+
+
+def folder_problems(study: StudyConfig) -> list[str]:
+    """The study's folder and its cache folder must be folders this process can create and write.
+
+    Checked without creating anything: the nearest part of each path that exists must be a writable folder.
+    """
+    problems = []
+    for key, path in (("output_dir", study.study_dir), ("cache_dir", study.cache_path)):
+        default = "" if getattr(study, key) else f" (the default, {path.name}/ beside the study file)"
+        existing = Path(path)
+        while not existing.exists() and not os.path.islink(existing) and existing != existing.parent:
+            existing = existing.parent
+        if os.path.islink(existing) and not existing.exists():
+            problems.append(f"{key}: {existing}{default} is a symbolic link to nothing (a broken link, or a loop); "
+                            f"point the link at a folder, or set {key} to another folder")
+        elif not existing.is_dir():
+            problems.append(f"{key}: {existing}{default} is a file, not a folder; set {key} to a folder "
+                            "(it is created if missing), or move the file away")
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(f"{key}: {existing}{default} is not writable; make it writable (chmod u+w) or set "
+                            f"{key} to a folder you can write")
+        if problems and key == "output_dir" and not study.cache_dir:
+            break  # the cache lives inside the study folder: one problem, said once
+    return problems
 
 
 # Models whose position ids start after the padding index (so positions - pad - 1 tokens fit).

@@ -729,3 +729,19 @@ def test_search_trains_on_normalised_data(searched, tmp_path):
     rc, output = run_cli("search", str(case.write()), "--n-trials", "1")
     assert rc == 0, output
     assert _complete_trials(tmp_path / "study.db") == 1
+
+
+@pytest.mark.parametrize("key", ["output_dir", "cache_dir"])
+@pytest.mark.parametrize("kind", ["a file", "a link loop"])
+def test_regression_study_folders_that_cannot_be_folders_are_refused_at_validation(model_dir, tmp_path, key, kind):
+    # `search` used to end in a FileExistsError traceback (output_dir) or fail every trial (cache_dir).
+    case = Example(model_dir, tmp_path)
+    target = tmp_path / "taken"
+    if kind == "a file":
+        target.write_text("not a folder")
+    else:
+        (tmp_path / "other").symlink_to(target)
+        target.symlink_to(tmp_path / "other")
+    case.study[key] = "taken"
+    problem, = assert_refused_well(*_validate(case), key)
+    assert str(target) in problem
