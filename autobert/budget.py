@@ -139,7 +139,10 @@ def probe(study: Any, data: Any, steps: int = 3, batch_size: int = 16) -> Calibr
     finally:
         hf_logging.set_verbosity(verbosity)
     overhead = time.perf_counter() - start
-    texts = list(data.splits["train"]["text"][:batch_size]) or ["probe"]
+    # A batch of similar lengths around the median, as length-grouped batches are (the default).
+    texts = sorted(data.splits["train"]["text"], key=len)
+    middle = max(0, len(texts) // 2 - batch_size // 2)
+    texts = texts[middle:middle + batch_size] or ["probe"]
     batch = tokenizer(texts, truncation=True, max_length=study.max_length, padding=True, return_tensors="pt")
     labels = torch.zeros(len(texts), dtype=torch.long)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)

@@ -91,6 +91,15 @@ def winner(opened: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return ranked[0]
 
 
+def _allowed(spec: Any, value: Any) -> bool:
+    """Whether ``value`` is in the study's effective space of the parameter (``spec`` None: not searched)."""
+    if spec is None:
+        return True
+    if spec.kind == "categorical":
+        return value in spec.choices
+    return spec.low <= value <= spec.high
+
+
 class Planner:
     """The budget of one ``autobert search`` run (see the module's docstring).
 
@@ -146,27 +155,82 @@ class Planner:
 
     # -- admission ----------------------------------------------------------
 
-    def refusal(self, prediction: Prediction, finalist: bool) -> str | None:
-        """Why a trial predicted to cost ``prediction`` must not start now, or ``None`` when it may."""
+    def cap(self, finalist: bool = False) -> float:
+        """The most a trial starting now may be predicted to cost (``inf`` without a time budget)."""
         if self.deadline is None:
-            return None
+            return math.inf
         now = time.monotonic()
         if finalist:
-            remaining = self.deadline - now
-            if prediction.seconds > remaining:
-                return f"predicted {prediction.seconds:.0f}s, {remaining:.0f}s of the budget left"
-            return None
-        remaining = self.main_deadline - now
+            return self.deadline - now
         best = _ranked(self.opened)
         incumbent = best[0].user_attrs.get("seconds") if best else None
-        cap = budget.admission_cap(self.main_budget, remaining, incumbent)
+        return budget.admission_cap(self.main_budget, self.main_deadline - now, incumbent)
+
+    def refusal(self, prediction: Prediction, finalist: bool) -> str | None:
+        """Why a trial predicted to cost ``prediction`` must not start now, or ``None`` when it may."""
+        cap = self.cap(finalist)
         if prediction.seconds <= cap:
-            self.cheapest = min(self.cheapest, prediction.seconds)  # of the recipes started: what may still fit
+            if not finalist:
+                self.cheapest = min(self.cheapest, prediction.seconds)  # of the recipes started: what may still fit
             return None
+        if finalist:
+            return f"predicted {prediction.seconds:.0f}s, {max(cap, 0):.0f}s of the budget left"
+        remaining = self.main_deadline - time.monotonic()
         if cap >= remaining:
             return f"predicted {prediction.seconds:.0f}s, {max(remaining, 0):.0f}s of the search's time left"
+        first = budget.FIRST_SHARE * self.main_budget
         return (f"predicted {prediction.seconds:.0f}s, over the cheap-first cap of {cap:.0f}s "
-                f"({'2x the best recipe so far' if incumbent and cap > budget.FIRST_SHARE * self.main_budget else 'a sixth of the budget'})")
+                f"({'2x the best recipe so far' if cap > first + 1e-6 else 'a sixth of the search time'})")
+
+    def cheaper_variant(self, params: dict[str, Any], prediction: Prediction) -> tuple[dict[str, Any], Prediction, list[str]] | None:
+        """The same recipe made to fit the cap, or ``None``: its costliest techniques switched off, then fewer epochs.
+
+        A technique is switched off with the values it declares through
+        ``autobert_ablation`` (``{"distillation.enabled": False}``), when the
+        study's space allows them; ``finetune.epochs`` goes down to the lowest
+        value the space allows. Cheap first in FLAML's sense: the expensive
+        parts of a recipe wait until the search has shown it can afford them.
+        """
+        cap = self.cap()
+        if not math.isfinite(cap) or cap <= 0:
+            return None
+        declared, effective = self._declarations()
+        variant, changes = dict(params), []
+        by_technique: dict[str, float] = {}
+        for term, work in prediction.terms.items():
+            technique = term.split(":", 1)[0]
+            if technique not in ("finetune", "evaluation"):
+                by_technique[technique] = by_technique.get(technique, 0.0) + work
+        for technique, _ in sorted(by_technique.items(), key=lambda kv: -kv[1]):
+            if prediction.seconds <= cap:
+                break
+            off = declared.get(technique)
+            if not off or not all(_allowed(effective.get(k), v) for k, v in off.items()):
+                continue
+            variant.update(off)
+            changes.append(f"{technique} off")
+            prediction = self.predict(variant, prediction.runs)
+        epochs = effective.get("finetune.epochs")
+        while prediction.seconds > cap and epochs is not None and epochs.kind == "int" \
+                and int(variant.get("finetune.epochs", epochs.low)) > epochs.low:
+            variant["finetune.epochs"] = int(variant["finetune.epochs"]) - 1
+            prediction = self.predict(variant, prediction.runs)
+            if not changes or not changes[-1].startswith("epochs"):
+                changes.append("")
+            changes[-1] = f"epochs {variant['finetune.epochs']}"
+        if prediction.seconds > cap or not changes:
+            return None
+        return variant, prediction, changes
+
+    def _declarations(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        if not hasattr(self, "_declared"):
+            from autobert.ablate import declared_ablations
+            from autobert.space import explore
+
+            self._declared = {name: d.off for name, d in declared_ablations(self.pm).items() if d.off}
+            self._effective = explore(self.pm.hook.autobert_search_space, self.pm.techniques, self.study.overrides,
+                                      hooks=self.pm.hook).effective
+        return self._declared, self._effective
 
     def clock(self, prediction: Prediction | None, finalist: bool) -> budget.Clock:
         deadline = self.deadline if finalist else self.main_deadline

@@ -290,6 +290,12 @@ def make_objective(
             trial.set_user_attr("runs", len(run_seeds_))
             refusal = planner.refusal(prediction, finalist_seed is not None)
             if refusal:
+                variant = None if finalist_seed is not None else planner.cheaper_variant(params, prediction)
+                if variant is not None:
+                    # The cheaper variant runs next (any worker may take it): the sampler's choice, made affordable.
+                    fitted, cheaper, changes = variant
+                    planner.opened.enqueue_trial(fitted, user_attrs={"variant_of": trial.number})
+                    refusal += f"; its cheaper variant ({', '.join(changes)}: {cheaper.seconds:.0f}s) runs instead"
                 trial.set_user_attr("not_started", refusal)
                 raise optuna.TrialPruned(f"not started: {refusal}")
             if finalist_seed is not None:

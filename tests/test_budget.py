@@ -95,6 +95,32 @@ def test_a_trial_predicted_to_overrun_the_budget_is_never_started(tiny_study):
     assert any(t.state == TrialState.COMPLETE for t in opened.trials)
 
 
+class SlowButSwitchable(SlowStage):
+    """The slow stage again, declaring how it is switched off (``autobert_ablation``)."""
+
+    @hookimpl
+    def autobert_ablation(self):
+        return {"off": {"slow.enabled": False}}
+
+
+def test_a_recipe_over_the_cap_runs_as_its_cheaper_variant(tiny_study):
+    study = load_study(tiny_study(only=["finetune"], budget={"timeout": 20}, finalists="none",
+                                  sampler={"name": "random", "seed": 3}))
+    slow = SlowButSwitchable()
+    pm = with_technique("slow", slow)
+    opened = run_search(study, pm, validate_study(study, pm), timeout=20, n_trials=3)
+    refused = [t for t in opened.trials if "not_started" in t.user_attrs]
+    variants = {t.user_attrs["variant_of"]: t for t in opened.trials if "variant_of" in t.user_attrs}
+    assert refused and slow.ran == 0
+    for t in refused:
+        assert "cheaper variant (slow off" in t.user_attrs["not_started"]
+        variant = variants[t.number]
+        assert variant.state == TrialState.COMPLETE and variant.params["slow.enabled"] is False
+        # Everything else is the sampler's recipe, unchanged.
+        assert {k: v for k, v in variant.params.items() if k != "slow.enabled"} == \
+               {k: v for k, v in t.params.items() if k != "slow.enabled"}
+
+
 class Sleeper:
     """A technique that makes every training step slow, unbeknown to the cost model."""
 
