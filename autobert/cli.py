@@ -250,7 +250,7 @@ def cmd_train(args) -> int:
     seeds = args.seeds or frozen.run_seeds
     console.print(
         f"training trial {frozen.provenance.trial} of {frozen.provenance.study} ({frozen.metric} in search: "
-        f"{frozen.provenance.value}) on seed(s) {', '.join(map(str, seeds))}"
+        f"{frozen.provenance.value}) on seed(s) {', '.join(map(str, seeds))} in {frozen.precision}"
     )
     with SearchProgress(console, None, frozen.direction, frozen.metric) as progress:
         result = run_seeds(frozen, replay_trial(frozen), pm, data, seeds=seeds, save_to=out,
