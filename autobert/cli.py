@@ -262,6 +262,9 @@ def cmd_train(args) -> int:
                "seconds": round(sum(r.seconds for r in result.results), 2),
                "seeds": seeds, "aggregate": frozen.aggregate, "seed_values": result.seed_values,
                "mean": mean, "std": std}
+    fits = {str(s): r.batch_fit for s, r in zip(seeds, result.results) if r.batch_fit}
+    if fits:  # the batch was halved to fit in memory (same effective batch)
+        metrics["out_of_memory"] = fits
     if len(seeds) > 1:
         metrics["per_seed"] = {str(s): {"validation": r.metrics, "test": r.test_metrics}
                                for s, r in zip(seeds, result.results)}
