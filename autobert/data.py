@@ -360,6 +360,7 @@ def load_task_data(study: StudyConfig) -> TaskData:
     if cfg.text_column == cfg.label_column:
         problems.append(f"data.label_column: the same column ({cfg.label_column!r}) as data.text_column; "
                         "name the column holding the labels")
+    names_given = len(problems)
     if cfg.label_names is not None:
         if len(set(cfg.label_names)) != len(cfg.label_names):
             repeated = sorted(n for n, c in Counter(cfg.label_names).items() if c > 1)
@@ -369,6 +370,7 @@ def load_task_data(study: StudyConfig) -> TaskData:
                             "(or remove the key to read the labels from data.train)")
         if any(not n.strip() for n in cfg.label_names):
             problems.append("data.label_names: an empty name; give every label a name")
+    names_ok = len(problems) == names_given
     for split in SPLITS:
         source = getattr(cfg, split)
         if source is None:
@@ -433,7 +435,7 @@ def load_task_data(study: StudyConfig) -> TaskData:
                 "ids (0, 1, ...) or class names: fix those rows (a regression target is not supported)"
             )
 
-    names = _label_names(cfg, values["train"], problems)
+    names = _label_names(cfg, values["train"], names_ok)
     splits, prints, ids_by_split = {}, {}, {}
     for split, part in loaded.items() if names else ():
         ids = _label_ids(values[split], names, part, cfg, problems)
@@ -473,9 +475,9 @@ def load_task_data(study: StudyConfig) -> TaskData:
                     {s: p.lines for s, p in loaded.items() if p.lines}, {s: p.path for s, p in loaded.items()})
 
 
-def _label_names(cfg: DataConfig, train: list[tuple[str, Any]], problems: list[str]) -> list[str] | None:
+def _label_names(cfg: DataConfig, train: list[tuple[str, Any]], names_ok: bool) -> list[str] | None:
     if cfg.label_names:
-        return None if problems else list(cfg.label_names)
+        return list(cfg.label_names) if names_ok else None
     kinds = {kind for kind, _ in train}
     if kinds - {"id", "name"}:
         return None  # missing or fractional labels are reported already

@@ -745,3 +745,14 @@ def test_regression_study_folders_that_cannot_be_folders_are_refused_at_validati
     case.study[key] = "taken"
     problem, = assert_refused_well(*_validate(case), key)
     assert str(target) in problem
+
+
+def test_regression_every_row_problem_is_reported_at_once_with_label_names(model_dir, tmp_path):
+    # With data.label_names given, an empty text used to hide the unknown labels until it was fixed.
+    case = Example(model_dir, tmp_path)
+    case.study["data"]["label_names"] = ["0", "1"]
+    rows = base_rows(40, seed=1)
+    rows[0][0], rows[9][1] = "", "7"
+    case.files["data/train.csv"] = csv_bytes(rows)
+    named = assert_refused_well(*_validate(case), "data.train", rows=[1, 10])
+    assert len(named) == 2, named
