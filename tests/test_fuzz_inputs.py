@@ -756,3 +756,13 @@ def test_regression_every_row_problem_is_reported_at_once_with_label_names(model
     case.files["data/train.csv"] = csv_bytes(rows)
     named = assert_refused_well(*_validate(case), "data.train", rows=[1, 10])
     assert len(named) == 2, named
+
+
+def test_warnings_go_to_stderr_and_the_command_succeeds(model_dir, tmp_path, capsys):
+    case = Example(model_dir, tmp_path)
+    train = base_rows(40, seed=1)
+    case.files["data/validation.csv"] = csv_bytes([list(r) for r in train[:3]] + base_rows(13, seed=2))
+    assert main(["validate", str(case.write())]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "3 of its 16 rows" in captured.err
+    assert "warning" not in captured.out and "ok: fuzz" in captured.out
