@@ -205,13 +205,30 @@ def running(clock: Clock) -> Iterator[Clock]:
         _current = previous
 
 
+_stop_requested = False
+
+
+def request_stop() -> None:
+    """Ask the running trial to stop as if interrupted (the CLI's SIGINT and SIGTERM handlers)."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def clear_stop() -> None:
+    global _stop_requested
+    _stop_requested = False
+
+
 def check_deadline() -> None:
     """Raise :class:`TrialStopped` when the running trial is out of time; a no-op outside a timed search.
 
     autobert calls it at every fine-tuning step; a technique with a long loop
     of its own (a pretraining stage, a generator) calls it too, so that a time
-    budget holds while it runs.
+    budget holds while it runs. It also raises ``KeyboardInterrupt`` when a
+    stop was requested (Ctrl-C or SIGTERM) and the interrupt itself was lost.
     """
+    if _stop_requested:
+        raise KeyboardInterrupt
     if _current is not None:
         _current.check()
 
@@ -222,5 +239,6 @@ def admission_cap(budget: float, remaining: float, incumbent_seconds: float | No
     return min(cap, remaining)
 
 
-__all__ = ["Calibration", "Prediction", "Clock", "TrialStopped", "check_deadline", "running", "predict", "trial_work",
+__all__ = ["Calibration", "Prediction", "Clock", "TrialStopped", "check_deadline", "request_stop", "clear_stop", "running",
+           "predict", "trial_work",
            "calibrate", "probe", "admission_cap", "FORWARD_PASS"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from autobert.budget import clear_stop, request_stop
 from autobert.errors import AutobertError, ConfigError
 
 console = Console()
@@ -106,6 +107,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _interrupt(signum, frame) -> None:
+    """SIGINT and SIGTERM: stop as Ctrl-C does, and for good.
+
+    A KeyboardInterrupt raised while Python runs a finaliser (``__del__``) is
+    printed and dropped; the flag makes the next training step raise it again
+    (``autobert.check_deadline``), so a stop request is never lost.
+    """
+    request_stop()
+    raise KeyboardInterrupt
+
+
 def _seed_list(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
@@ -170,8 +182,8 @@ def cmd_search(args) -> int:
     # Schedulers stop workers with SIGTERM: end the running trial as cleanly as Ctrl-C does. SIGINT is
     # set too: a process started in the background by a shell inherits it ignored, and Ctrl-C (or a
     # scheduler's SIGINT) must still stop the search cleanly.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     with SearchProgress(console, n_trials, study.direction, study.metric) as progress:
         try:
             opened = run_search(
@@ -188,6 +200,7 @@ def cmd_search(args) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
+            clear_stop()
     if args.as_worker:
         return 0  # the process that started the workers shows the leaderboard and exports, once all have stopped
     console.print(leaderboard(opened, study.metric))
@@ -323,8 +336,8 @@ def cmd_ablate(args) -> int:
     console.print(f"ablating trial {frozen.provenance.trial} of {frozen.provenance.study}: {len(arms.arms)} arm(s) "
                   f"({', '.join(a.name for a in arms.arms)}) on seed(s) {', '.join(map(str, args.seeds))}"
                   + (f"; not ablatable: {', '.join(sorted(arms.not_ablatable))}" if arms.not_ablatable else ""))
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     with AblationProgress(console, len(arms.arms) * len(args.seeds), frozen.metric) as progress:
         try:
             ablation = run_ablation(frozen, pm, data, seeds=args.seeds, output=out, recipe_path=str(args.frozen),
@@ -338,6 +351,7 @@ def cmd_ablate(args) -> int:
         finally:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
+            clear_stop()
     written = write_outputs(ablation, out)
     console.print(rich_table(ablation))
     if "recommended" in written:
