@@ -63,6 +63,16 @@ def test_cheap_first_cap_starts_at_a_sixth_of_the_budget_and_follows_the_best_re
     assert admission_cap(600, 50, 80) == pytest.approx(50)  # never past the time left
 
 
+def test_the_clock_stops_a_trial_far_past_its_prediction_or_past_the_deadline():
+    from autobert.budget import OVERRUN, SLACK, Clock, TrialStopped
+
+    Clock(predicted=10, trial_started=time.monotonic() - (OVERRUN * 10 + SLACK - 5)).check()  # late, not yet too late
+    with pytest.raises(TrialStopped, match="far past its predicted 10s"):
+        Clock(predicted=10, trial_started=time.monotonic() - (OVERRUN * 10 + SLACK + 1)).check()
+    with pytest.raises(TrialStopped, match="time budget"):
+        Clock(deadline=time.monotonic() - 1).check()
+
+
 class SlowStage:
     """A technique whose stage is predicted to take hours; it counts the times it really runs."""
 
