@@ -50,7 +50,9 @@ class SamplerConfig(_Model):
 
 
 class PrunerConfig(_Model):
-    name: Literal["median", "fraction", "successive_halving", "hyperband", "wilcoxon", "none"] = "median"
+    # The default for one seed: docs/benchmarks/pruning_audit.md found Optuna's step-wise median pruner
+    # stopping the best trial of every task it audited, and this one keeping it.
+    name: Literal["median", "fraction", "successive_halving", "hyperband", "wilcoxon", "none"] = "fraction"
     # median: 1, fraction: 3 (when not given)
     n_startup_trials: int | None = Field(default=None, ge=0)
     n_warmup_steps: int = Field(default=0, ge=0)

@@ -142,12 +142,16 @@ def main() -> int:
     output = args.output or ROOT / "docs" / "benchmarks" / ("pruning_audit-quick.md" if args.quick else "pruning_audit.md")
     started = time.perf_counter()
     if args.replay:
-        recorded, commands = {}, []
+        recorded, commands, seconds = {}, [], 0.0
         for path in args.replay:
             raw = json.loads(path.read_text(encoding="utf-8"))
             recorded.update(raw["recorded"])
             commands.append(raw["command"])
+            seconds += raw.get("seconds", 0.0)
+            for key, value in raw.get("settings", {}).items():
+                setattr(args, key, value)  # describe the runs as they were made
         command = "`; `".join(commands)
+        started -= seconds
     else:
         if not SHARED.exists():
             print(f"no data at {SHARED}; this benchmark needs ../shared/data", file=sys.stderr)
@@ -168,8 +172,12 @@ def main() -> int:
         "",
         f"Run on {date.today()}: autobert {autobert.__version__}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, optuna {optuna.__version__}, Python {platform.python_version()}; "
-        f"{platform.machine()}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} available to this run), "
-        f"{torch.get_num_threads()} torch thread(s), no GPU. Whole run: {total / 60:.0f} min.",
+        f"{platform.machine()}, {os.cpu_count()} cores ("
+        + ("1 core and 1 torch thread per task" if args.replay else
+           f"{len(os.sched_getaffinity(0))} available to this run, {torch.get_num_threads()} torch thread(s)")
+        + f"), no GPU. Whole run: {total / 60:.0f} min of training, summed over the tasks"
+        + (" (the tasks ran side by side, each pinned to its own core: `OMP_NUM_THREADS=1 taskset -c N`, "
+           "while other work shared the machine)." if args.replay else "."),
         f"Command: `{command.strip()}`",
         "",
         f"Per task: one unpruned autobert study of {args.trials} trials (TPE, seed 0, 4 random start-up trials) over "
@@ -196,7 +204,9 @@ def main() -> int:
                      f"({n_false}/{n_pruned}) | {100 * saved:.0f} % | {kept} of {len(per_task)} |")
     lines += ["", "Goal (issue 15): false-prune rate ≤ 5 % while saving ≥ 50 % of trial-seconds."]
     write_report(output, lines)
-    output.with_suffix(".json").write_text(json.dumps({"command": command.strip(), "recorded": recorded,
+    settings = {k: getattr(args, k) for k in ("train", "validation", "trials", "reports")}
+    output.with_suffix(".json").write_text(json.dumps({"command": command.strip(), "settings": settings,
+                                                       "seconds": total, "recorded": recorded,
                                                        "results": results, "summary": summary}, indent=1),
                                            encoding="utf-8")
     return 0
