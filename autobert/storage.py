@@ -25,8 +25,11 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -117,6 +120,43 @@ def _retry(retries: int, workdirs: Path | None = None) -> RetryStaleTrial:
         return RetryStaleTrial(max_retry=retries, workdirs=workdirs)
 
 
+@contextmanager
+def _interrupts_held():
+    """Hold back Ctrl-C and SIGTERM until the block has run, then deliver them (main thread only).
+
+    A journal write interrupted while it waits for the file's lock has Optuna
+    release the lock, which then belongs to another worker (its ``acquire``
+    releases on any exception), and a replay interrupted half-way leaves this
+    process's view of the study half-updated. When `--workers` stops all
+    workers at once, both happen; so journal reads and writes finish first.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            handler = previous[pending[0]]
+            if callable(handler):
+                handler(pending[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), pending[0])
+
+
+class _JournalFile(JournalFileBackend):
+    """Optuna's journal file whose appends are never cut short by a signal (see :func:`_interrupts_held`)."""
+
+    def append_logs(self, logs) -> None:
+        with _interrupts_held():
+            super().append_logs(logs)
+
+
 class JournalStorageWithHeartbeat(JournalStorage, BaseHeartbeat):
     """Optuna's journal storage with Optuna's heartbeat contract.
 
@@ -132,6 +172,10 @@ class JournalStorageWithHeartbeat(JournalStorage, BaseHeartbeat):
         self._interval = interval
         self._grace_period = grace_period or 2 * interval
         self._callback = callback
+
+    def _sync_with_backend(self) -> None:
+        with _interrupts_held():
+            super()._sync_with_backend()
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -266,7 +310,7 @@ def _open_journal(path: Path, heartbeat: HeartbeatConfig, retry: RetryStaleTrial
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         return JournalStorageWithHeartbeat(
-            JournalFileBackend(str(path)), interval=heartbeat.interval, grace_period=heartbeat.grace_period,
+            _JournalFile(str(path)), interval=heartbeat.interval, grace_period=heartbeat.grace_period,
             callback=retry,
         )
     except (ValueError, KeyError, TypeError) as exc:  # json's decode error is a ValueError

@@ -84,8 +84,9 @@ def test_ctrl_c_stops_every_worker_and_their_running_trials_are_failed_as_interr
         assert proc.poll() is None, proc.communicate()[0]
         time.sleep(0.5)
         try:
-            # Running, and far enough into the objective to have recorded its worker.
-            running = [t for t in _trials("stop", url) if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+            # Running, and training: it has recorded its worker and reported an evaluation.
+            running = [t for t in _trials("stop", url)
+                       if t.state == TrialState.RUNNING and "worker" in t.user_attrs and t.intermediate_values]
         except Exception:  # the journal is still being created
             running = []
     assert len(running) == 2, "both workers should be training"
@@ -98,9 +99,31 @@ def test_ctrl_c_stops_every_worker_and_their_running_trials_are_failed_as_interr
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     trials = _trials("stop", url)
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    seen = [(t.number, t.state.name, t.user_attrs) for t in trials]
+    logs = "\n".join(p.read_text() for p in sorted((tmp_path / "stop" / "workers").glob("*.log")))
+    assert not [t for t in trials if t.state == TrialState.RUNNING], (seen, output, logs)
     stopped = {t.number: t for t in trials}
     for t in running:
-        assert stopped[t.number].state == TrialState.FAIL
-        assert stopped[t.number].user_attrs["fail_reason"].startswith("interrupted")
+        assert stopped[t.number].state == TrialState.FAIL, (seen, output, logs)
+        assert stopped[t.number].user_attrs["fail_reason"].startswith("interrupted"), (seen, output, logs)
     assert "Run the same command to resume" in " ".join(output.split())
+
+
+def test_a_journal_write_finishes_before_a_ctrl_c_that_arrives_during_it(tmp_path):
+    from autobert.storage import _interrupts_held
+
+    url = f"journal:///{str((tmp_path / 'held.journal').resolve()).lstrip('/')}"
+    study = optuna.create_study(study_name="held", storage=open_storage(url))
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came while the worker waited for the file's lock
+            time.sleep(0.1)
+            study.set_user_attr("written", True)
+            finished.append(True)
+    assert finished == [True] and _trials_attr(url) == {"written": True}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
+def _trials_attr(url: str) -> dict:
+    return optuna.load_study(study_name="held", storage=open_storage(url)).user_attrs
