@@ -166,9 +166,16 @@ class Planner:
         incumbent = best[0].user_attrs.get("seconds") if best else None
         return budget.admission_cap(self.main_budget, self.main_deadline - now, incumbent)
 
-    def refusal(self, prediction: Prediction, finalist: bool) -> str | None:
-        """Why a trial predicted to cost ``prediction`` must not start now, or ``None`` when it may."""
+    def refusal(self, prediction: Prediction, finalist: bool, variant: bool = False) -> str | None:
+        """Why a trial predicted to cost ``prediction`` must not start now, or ``None`` when it may.
+
+        A cheaper variant made while no recipe has completed yet may use the
+        time left: it is already the sampled recipe at its cheapest, and the
+        search needs one finished trial to calibrate its predictions on.
+        """
         cap = self.cap(finalist)
+        if variant and not search_trials(self.opened) and self.main_deadline is not None:
+            cap = self.main_deadline - time.monotonic()
         if prediction.seconds <= cap:
             if not finalist:
                 self.cheapest = min(self.cheapest, prediction.seconds)  # of the recipes started: what may still fit
@@ -181,6 +188,15 @@ class Planner:
         first = budget.FIRST_SHARE * self.main_budget
         return (f"predicted {prediction.seconds:.0f}s, over the cheap-first cap of {cap:.0f}s "
                 f"({'2x the best recipe so far' if cap > first + 1e-6 else 'a sixth of the search time'})")
+
+    def first_may_run(self, prediction: Prediction) -> bool:
+        """Whether a recipe over the cap may run anyway: nothing has completed yet and it fits the time left.
+
+        Used for a recipe already at its cheapest form (no cheaper variant
+        exists): the search needs one finished trial to calibrate on.
+        """
+        return (self.main_deadline is not None and not search_trials(self.opened)
+                and prediction.seconds <= self.main_deadline - time.monotonic())
 
     def cheaper_variant(self, params: dict[str, Any], prediction: Prediction) -> tuple[dict[str, Any], Prediction, list[str]] | None:
         """The same recipe made to fit the cap, or ``None``: its costliest techniques switched off, then fewer epochs.
@@ -218,8 +234,10 @@ class Planner:
             if not changes or not changes[-1].startswith("epochs"):
                 changes.append("")
             changes[-1] = f"epochs {variant['finetune.epochs']}"
-        if prediction.seconds > cap or not changes:
+        if not changes:
             return None
+        if prediction.seconds > cap and (search_trials(self.opened) or prediction.seconds > self.main_deadline - time.monotonic()):
+            return None  # (with nothing completed yet, the cheapest form runs if it fits the time: see refusal)
         return variant, prediction, changes
 
     def _declarations(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:

@@ -288,7 +288,7 @@ def make_objective(
             trial.set_user_attr("predicted_work", round(prediction.work, 1))
             trial.set_user_attr("cost_terms", {k: round(v, 1) for k, v in prediction.terms.items() if v})
             trial.set_user_attr("runs", len(run_seeds_))
-            refusal = planner.refusal(prediction, finalist_seed is not None)
+            refusal = planner.refusal(prediction, finalist_seed is not None, "variant_of" in trial.user_attrs)
             if refusal:
                 variant = None if finalist_seed is not None else planner.cheaper_variant(params, prediction)
                 if variant is not None:
@@ -296,8 +296,11 @@ def make_objective(
                     fitted, cheaper, changes = variant
                     planner.opened.enqueue_trial(fitted, user_attrs={"variant_of": trial.number})
                     refusal += f"; its cheaper variant ({', '.join(changes)}: {cheaper.seconds:.0f}s) runs instead"
-                trial.set_user_attr("not_started", refusal)
-                raise optuna.TrialPruned(f"not started: {refusal}")
+                elif finalist_seed is None and planner.first_may_run(prediction):
+                    refusal = None  # already at its cheapest, and the search needs a first finished trial
+                if refusal:
+                    trial.set_user_attr("not_started", refusal)
+                    raise optuna.TrialPruned(f"not started: {refusal}")
             if finalist_seed is not None:
                 # A finalist replays its recipe unpruned: the trial itself only records the result.
                 trial = _Unpruned(trial)
