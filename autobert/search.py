@@ -281,29 +281,33 @@ def make_objective(
         trial.set_user_attr("seed", run_seeds_[0])
         trial.set_user_attr("seeds", run_seeds_)
         prediction = None
-        if planner is not None:
-            params = draw_params(study, trial, pm)
-            prediction = planner.predict(params, len(run_seeds_))
-            trial.set_user_attr("predicted_seconds", round(prediction.seconds, 2))
-            trial.set_user_attr("predicted_work", round(prediction.work, 1))
-            trial.set_user_attr("cost_terms", {k: round(v, 1) for k, v in prediction.terms.items() if v})
-            trial.set_user_attr("runs", len(run_seeds_))
-            refusal = planner.refusal(prediction, finalist_seed is not None, "variant_of" in trial.user_attrs)
-            if refusal:
-                variant = None if finalist_seed is not None else planner.cheaper_variant(params, prediction)
-                if variant is not None:
-                    # The cheaper variant runs next (any worker may take it): the sampler's choice, made affordable.
-                    fitted, cheaper, changes = variant
-                    planner.opened.enqueue_trial(fitted, user_attrs={"variant_of": trial.number})
-                    refusal += f"; its cheaper variant ({', '.join(changes)}: {cheaper.seconds:.0f}s) runs instead"
-                elif finalist_seed is None and planner.first_may_run(prediction):
-                    refusal = None  # already at its cheapest, and the search needs a first finished trial
+        try:
+            if planner is not None:
+                params = draw_params(study, trial, pm)
+                prediction = planner.predict(params, len(run_seeds_))
+                trial.set_user_attr("predicted_seconds", round(prediction.seconds, 2))
+                trial.set_user_attr("predicted_work", round(prediction.work, 1))
+                trial.set_user_attr("cost_terms", {k: round(v, 1) for k, v in prediction.terms.items() if v})
+                trial.set_user_attr("runs", len(run_seeds_))
+                refusal = planner.refusal(prediction, finalist_seed is not None, "variant_of" in trial.user_attrs)
                 if refusal:
-                    trial.set_user_attr("not_started", refusal)
-                    raise optuna.TrialPruned(f"not started: {refusal}")
-            if finalist_seed is not None:
-                # A finalist replays its recipe unpruned: the trial itself only records the result.
-                trial = _Unpruned(trial)
+                    variant = None if finalist_seed is not None else planner.cheaper_variant(params, prediction)
+                    if variant is not None:
+                        # The cheaper variant runs next (any worker may take it): the sampler's choice, made affordable.
+                        fitted, cheaper, changes = variant
+                        planner.opened.enqueue_trial(fitted, user_attrs={"variant_of": trial.number})
+                        refusal += f"; its cheaper variant ({', '.join(changes)}: {cheaper.seconds:.0f}s) runs instead"
+                    elif finalist_seed is None and planner.first_may_run(prediction):
+                        refusal = None  # already at its cheapest, and the search needs a first finished trial
+                    if refusal:
+                        trial.set_user_attr("not_started", refusal)
+                        raise optuna.TrialPruned(f"not started: {refusal}")
+                if finalist_seed is not None:
+                    # A finalist replays its recipe unpruned: the trial itself only records the result.
+                    trial = _Unpruned(trial)
+        except KeyboardInterrupt:  # before the run's own handler below: the trial still says why it failed
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            raise
         start = time.perf_counter()
         try:
             with budget.running(planner.clock(prediction, finalist_seed is not None) if planner else budget.Clock()):
