@@ -27,6 +27,7 @@ import optuna
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from autobert.budget import check_deadline
 from autobert.config import StudyConfig
 from autobert.data import TaskData
 from autobert.errors import ConfigError, PluginError, TrialFailed
@@ -224,10 +225,14 @@ class _Reporter(TrainerCallback):
         self.history: list[tuple[int, float]] = []
 
     def on_train_begin(self, args, state, control, **kw):
+        # The schedule, so that a pruner can compare trials at the same share of their own (autobert.pruners).
+        self.trial.set_user_attr("total_steps", state.max_steps)
+        self.trial.set_user_attr("warmup_steps", args.get_warmup_steps(state.max_steps))
         if self.progress:
             self.progress.trial_started(getattr(self.trial, "number", -1), state.max_steps)
 
     def on_step_end(self, args, state, control, **kw):
+        check_deadline()  # a time-budgeted search stops a trial at its deadline (autobert.budget)
         if self.progress:
             self.progress.step(state.global_step)
 
