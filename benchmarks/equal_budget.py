@@ -44,7 +44,7 @@ import yaml
 import autobert
 import plain_trainer
 from _common import ROOT, SST2, sample, write_report  # benchmarks/ is on sys.path when run as a script
-from run import FRESH_SEEDS, MODEL, best_so_far, counts, describe, finished, run_hp_search, trial_seconds
+from run import FRESH_SEEDS, MODEL, best_so_far, counts, describe, run_hp_search, step_curves, trial_seconds
 
 from autobert.config import StudyConfig, load_frozen
 from autobert.data import load_task_data
@@ -170,13 +170,7 @@ def plot(rows: list[dict], output: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for r in rows:
-        curve = [(s, v) for s, v in r["curve"] if v is not None]
-        if curve:
-            xs, ys = zip(*curve)
-            ax.step([x / 60 for x in xs], [100 * y for y in ys], where="post", marker="o", label=r["system"])
-    ax.set_xlabel("search wall time (minutes)")
-    ax.set_ylabel("best validation accuracy so far (%)")
+    step_curves(ax, rows)
     ax.set_title("Search progress (single-seed values; finalist re-runs not shown)")
     ax.legend()
     fig.tight_layout()

@@ -287,6 +287,17 @@ def run_throughput(paths: dict, model: str, seeds: list[int]) -> dict:
 # ---------------------------------------------------------------------------
 
 
+def step_curves(ax, rows: list[dict]) -> None:
+    """Each row's best validation value so far against search minutes, as steps."""
+    for r in rows:
+        curve = [(s, v) for s, v in r["curve"] if v is not None]
+        if curve:
+            xs, ys = zip(*curve)
+            ax.step([x / 60 for x in xs], [100 * y for y in ys], where="post", marker="o", label=r["system"])
+    ax.set_xlabel("search wall time (minutes)")
+    ax.set_ylabel("best validation accuracy so far (%)")
+
+
 def plot(rows: list[dict], no_pruning: dict, out: Path) -> list[str]:
     import matplotlib
 
@@ -310,13 +321,7 @@ def plot(rows: list[dict], no_pruning: dict, out: Path) -> list[str]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for r in [*rows[1:], no_pruning]:
-        curve = [(s, v) for s, v in r["curve"] if v is not None]
-        if curve:
-            xs, ys = zip(*curve)
-            ax.step([x / 60 for x in xs], [100 * y for y in ys], where="post", marker="o", label=r["system"])
-    ax.set_xlabel("search wall time (minutes)")
-    ax.set_ylabel("best validation accuracy so far (%)")
+    step_curves(ax, [*rows[1:], no_pruning])
     # Zoom on the top 8 points, widened so every search's final best stays in view: a failed first
     # trial (majority class) would otherwise squash the curves that matter into one line.
     finals = [100 * r["curve"][-1][1] for r in [*rows[1:], no_pruning] if r["curve"] and r["curve"][-1][1] is not None]
