@@ -51,15 +51,15 @@ class SamplerConfig(_Model):
 
 class PrunerConfig(_Model):
     # The default for one seed: docs/benchmarks/pruning_audit.md found Optuna's step-wise median pruner
-    # stopping the best trial of every task it audited, and this one keeping it.
+    # stopping the best trial of every task it audited, and this one (10th percentile from 30 %) keeping it.
     name: Literal["median", "fraction", "successive_halving", "hyperband", "wilcoxon", "none"] = "fraction"
     # median: 1, fraction: 3 (when not given)
     n_startup_trials: int | None = Field(default=None, ge=0)
     n_warmup_steps: int = Field(default=0, ge=0)
     # fraction only: compare at the same share of each trial's own schedule, never before `min_fraction`
     # of it (nor in warm-up), and prune below this percentile of the finished trials (autobert.pruners).
-    min_fraction: float = Field(default=0.5, ge=0, lt=1)
-    percentile: float = Field(default=25.0, gt=0, lt=100)
+    min_fraction: float = Field(default=0.3, ge=0, lt=1)
+    percentile: float = Field(default=10.0, gt=0, lt=100)
     # wilcoxon only: prune when the one-sided signed-rank test against the best trial's
     # per-seed values gives p below this (with n seeds compared, p is at least 1/2**n).
     p_threshold: float = Field(default=0.1, gt=0, le=1)

@@ -9,9 +9,11 @@ of its own trial's schedule (``step / total steps``; autobert stores each
 trial's ``total_steps`` and ``warmup_steps``) and compares a running trial
 with what the finished trials had reached at the same fraction (interpolated
 between their reports). It never prunes during warm-up nor before
-``min_fraction`` of the schedule, and prunes only below the ``percentile`` of
-the finished trials (a weaker rule than the median: it stops the clearly
-hopeless trials and keeps the ones that might still win).
+``min_fraction`` of the schedule (30 %), and prunes only below the
+``percentile`` of the finished trials (the 10th: a weaker rule than the
+median, it stops the clearly hopeless trials and keeps the ones that might
+still win; the defaults are the setting that kept the best trial of every
+task in ``docs/benchmarks/pruning_audit.md``).
 
 :func:`should_prune` is the rule itself, a pure function, so that
 ``benchmarks/pruning_audit.py`` can replay it on recorded curves.
@@ -43,7 +45,7 @@ def value_at(curve: Curve, fraction: float) -> float | None:
 
 
 def should_prune(value: float, fraction: float, warmup_fraction: float, finished: list[Curve], *, maximize: bool = True,
-                 min_fraction: float = 0.5, percentile: float = 25.0, n_startup_trials: int = 3) -> bool:
+                 min_fraction: float = 0.3, percentile: float = 10.0, n_startup_trials: int = 3) -> bool:
     """Whether a trial at ``value`` after ``fraction`` of its schedule is worse than the finished ones were.
 
     Args:
@@ -80,7 +82,7 @@ def trial_curve(trial: optuna.trial.FrozenTrial) -> list[tuple[float, float]]:
 class ScheduleFractionPruner(optuna.pruners.BasePruner):
     """Optuna pruner applying :func:`should_prune` to the study's completed trials (finalist re-runs excluded)."""
 
-    def __init__(self, min_fraction: float = 0.5, percentile: float = 25.0, n_startup_trials: int = 3):
+    def __init__(self, min_fraction: float = 0.3, percentile: float = 10.0, n_startup_trials: int = 3):
         self.min_fraction, self.percentile, self.n_startup_trials = min_fraction, percentile, n_startup_trials
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:

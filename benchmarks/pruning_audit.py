@@ -69,7 +69,7 @@ PRUNERS = {
     "fraction: median, from 50 %": lambda: ScheduleFractionPruner(min_fraction=0.5, percentile=50, n_startup_trials=3),
     "fraction: 25th pct, from 50 %": lambda: ScheduleFractionPruner(min_fraction=0.5, percentile=25, n_startup_trials=3),
     "fraction: 25th pct, from 30 %": lambda: ScheduleFractionPruner(min_fraction=0.3, percentile=25, n_startup_trials=3),
-    "fraction: 10th pct, from 30 %": lambda: ScheduleFractionPruner(min_fraction=0.3, percentile=10, n_startup_trials=3),
+    "fraction: 10th pct, from 30 % (the default)": lambda: ScheduleFractionPruner(min_fraction=0.3, percentile=10, n_startup_trials=3),
 }
 
 
@@ -180,7 +180,8 @@ def main() -> int:
            "while other work shared the machine)." if args.replay else "."),
         f"Command: `{command.strip()}`",
         "",
-        f"Per task: one unpruned autobert study of {args.trials} trials (TPE, seed 0, 4 random start-up trials) over "
+        f"Per task: one unpruned autobert study of "
+        f"{', '.join(f'{len(v)} ({t})' for t, v in recorded.items())} trials (TPE, seed 0, 4 random start-up trials) over "
         "the space of `benchmarks/sst2-benchmark.yaml` with batch size 16 or 32 (so trials differ in epochs, batch size "
         f"and warm-up), MiniLM, max length 64, {args.train} training rows and {args.validation} validation rows sampled "
         f"with seed 0, {args.reports} validation reports per epoch. Each pruner is replayed on the recorded curves "

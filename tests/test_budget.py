@@ -211,7 +211,7 @@ def test_fraction_rule_never_prunes_in_warm_up_or_before_its_first_share():
     from autobert.pruners import should_prune
 
     finished = [[(0.25, 0.9), (0.5, 0.9), (1.0, 0.95)]] * 3
-    assert not should_prune(0.1, 0.25, 0.0, finished)  # before min_fraction (0.5)
+    assert not should_prune(0.1, 0.25, 0.0, finished)  # before min_fraction (0.3)
     assert not should_prune(0.1, 0.6, 0.7, finished)  # still in warm-up
     assert should_prune(0.1, 0.6, 0.0, finished)
     assert not should_prune(0.1, 0.6, 0.0, finished[:2])  # fewer finished trials than n_startup_trials
@@ -225,6 +225,7 @@ def test_fraction_rule_compares_trials_at_the_same_share_of_their_own_schedule()
     assert value_at(finished[0], 0.5) == pytest.approx(0.7)
     assert not should_prune(0.72, 0.5, 0.0, finished)  # better than they were at their half
     assert should_prune(0.65, 0.5, 0.0, finished)
+    assert not should_prune(0.65, 0.5, 0.0, [*finished, [(0.5, 0.6), (1.0, 0.7)]], percentile=10)  # not the worst 10 %
 
 
 class Sabotage:
@@ -240,7 +241,7 @@ class Sabotage:
             args["learning_rate"] = 1e-12
 
 
-def test_fraction_pruner_stops_a_hopeless_trial_after_half_its_schedule(tiny_study):
+def test_fraction_pruner_stops_a_hopeless_trial_after_its_first_share(tiny_study):
     study = load_study(tiny_study(only=["finetune"], evaluations_per_epoch=4,
                                   pruner={"name": "fraction", "n_startup_trials": 2},
                                   techniques={"finetune": {**FINETUNE, "learning_rate": 5e-3, "epochs": 2}}))
@@ -254,4 +255,4 @@ def test_fraction_pruner_stops_a_hopeless_trial_after_half_its_schedule(tiny_stu
     assert all(t.state == TrialState.COMPLETE for t in good)
     assert hopeless.state == TrialState.PRUNED
     stopped_at = max(hopeless.intermediate_values) / hopeless.user_attrs["total_steps"]
-    assert 0.5 <= stopped_at < 1.0
+    assert 0.3 <= stopped_at < 1.0  # never before min_fraction
