@@ -150,8 +150,9 @@ class Planner:
     def calibration(self) -> Calibration:
         return budget.calibrate(self.opened.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), self.prior())
 
-    def predict(self, params: dict[str, Any], runs: int) -> Prediction:
-        return budget.predict(params, self.study, self.pm, self.split_rows, self.settings, self.calibration(), runs)
+    def predict(self, params: dict[str, Any], runs: int, calibration: Calibration | None = None) -> Prediction:
+        return budget.predict(params, self.study, self.pm, self.split_rows, self.settings,
+                              calibration or self.calibration(), runs)
 
     # -- admission ----------------------------------------------------------
 
@@ -211,6 +212,7 @@ class Planner:
         if not math.isfinite(cap) or cap <= 0:
             return None
         declared, effective = self._declarations()
+        calibration = self.calibration()  # read the stored trials once, not once per step below
         variant, changes = dict(params), []
         by_technique: dict[str, float] = {}
         for term, work in prediction.terms.items():
@@ -225,12 +227,12 @@ class Planner:
                 continue
             variant.update(off)
             changes.append(f"{technique} off")
-            prediction = self.predict(variant, prediction.runs)
+            prediction = self.predict(variant, prediction.runs, calibration)
         epochs = effective.get("finetune.epochs")
         while prediction.seconds > cap and epochs is not None and epochs.kind == "int" \
                 and int(variant.get("finetune.epochs", epochs.low)) > epochs.low:
             variant["finetune.epochs"] = int(variant["finetune.epochs"]) - 1
-            prediction = self.predict(variant, prediction.runs)
+            prediction = self.predict(variant, prediction.runs, calibration)
             if not changes or not changes[-1].startswith("epochs"):
                 changes.append("")
             changes[-1] = f"epochs {variant['finetune.epochs']}"
