@@ -29,7 +29,6 @@ re-running a finished arm, or a finished seed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import statistics
@@ -46,6 +45,7 @@ from autobert.data import TaskData
 from autobert.errors import AutobertError, ConfigError, PluginError
 from autobert.pipeline import draw_params, run_seeds
 from autobert.plugin_manager import PluginManager
+from autobert.stage_cache import cache_key
 
 HELPS, HURTS, NO_EVIDENCE = "helps", "hurts", "no evidence"
 FULL = "full recipe"
@@ -120,11 +120,7 @@ class Arm:
     @property
     def key(self) -> str:
         """Identifies the recipe trained (its parameters and settings), not the arm's label."""
-        return _digest({"params": self.config.params, "techniques": self.config.techniques})
-
-
-def _digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return cache_key({"params": self.config.params, "techniques": self.config.techniques}, 16)
 
 
 def changed_recipe(frozen: FrozenConfig, changes: Mapping[str, Any], pm: PluginManager, why: str) -> FrozenConfig:
@@ -315,8 +311,8 @@ class AblationProgress:
 
 def study_name(frozen: FrozenConfig) -> str:
     """The ablation study's name: the recipe's study, trial and a digest of the recipe and data."""
-    key = _digest({"params": frozen.params, "techniques": frozen.techniques, "model": frozen.model,
-                   "data": frozen.provenance.data_fingerprint, "max_length": frozen.max_length})
+    key = cache_key({"params": frozen.params, "techniques": frozen.techniques, "model": frozen.model,
+                     "data": frozen.provenance.data_fingerprint, "max_length": frozen.max_length}, 16)
     return f"{frozen.provenance.study}-ablation-{key}"
 
 

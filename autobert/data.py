@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import io
 import json
 import math
@@ -275,10 +274,10 @@ def read_split(study: StudyConfig, split: str):
 
 
 def fingerprint(texts: list[str], labels: list[int]) -> str:
-    h = hashlib.sha256()
-    for text, label in zip(texts, labels):
-        h.update(json.dumps([text, label]).encode())
-    return h.hexdigest()[:16]
+    """A hash of the rows, in order (recorded in frozen configs: its value must not change)."""
+    from autobert.stage_cache import content_key
+
+    return content_key((json.dumps([text, label]).encode() for text, label in zip(texts, labels)), 16)
 
 
 # ---------------------------------------------------------------------------
