@@ -10,4 +10,9 @@ hookimpl = pluggy.HookimplMarker("autobert")
 from autobert.settings import Setting  # noqa: E402  (needs nothing from above; kept after the marker)
 from autobert.budget import FORWARD_PASS, check_deadline  # noqa: E402  (light: no torch at import)
 
-__all__ = ["FORWARD_PASS", "Setting", "check_deadline", "hookimpl", "__version__"]
+from autobert.errors import ConfigError, PluginError, TrialFailed  # noqa: E402
+from autobert.trial_run import TrialRun  # noqa: E402  (the run object: light, no torch)
+from autobert import services  # noqa: E402  (the services for technique authors: light, torch imported lazily)
+
+__all__ = ["FORWARD_PASS", "ConfigError", "PluginError", "Setting", "TrialFailed", "TrialRun", "check_deadline",
+           "hookimpl", "services", "__version__"]

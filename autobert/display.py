@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autobert.pipeline import mean_std
+from autobert.aggregate import mean_std
 from autobert.planner import finalists
 from autobert.search import trial_summary
 

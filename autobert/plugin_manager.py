@@ -65,6 +65,28 @@ class PluginManager(pluggy.PluginManager):
             )
         self.techniques[technique.name] = technique
 
+    def subset(self, names: Iterable[str]) -> PluginManager:
+        """A plugin manager with the defaults and only the techniques ``names``, the same plugin objects.
+
+        Raises:
+            PluginError: a name is not a technique of this manager.
+        """
+        wanted = set(names)
+        missing = wanted - set(self.techniques)
+        if missing:
+            raise PluginError(
+                f"technique(s) {', '.join(sorted(missing))} do not run in this trial (it runs "
+                f"{', '.join(self.techniques) or 'none'}); enable them in the study file"
+            )
+        pm = PluginManager()
+        defaults_plugin = self.get_plugin(DEFAULTS_NAME)
+        if defaults_plugin is not None:
+            pm.register(defaults_plugin, name=DEFAULTS_NAME)
+        for name, technique in self.techniques.items():  # registration order, as here
+            if name in wanted:
+                pm.register_technique(self.get_plugin(name), technique)
+        return pm
+
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
     eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)

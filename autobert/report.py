@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autobert.config import StudyConfig, write_atomic
 from autobert.errors import AutobertError
-from autobert.pipeline import mean_std
+from autobert.aggregate import mean_std
 
 
 class _Skip(Exception):

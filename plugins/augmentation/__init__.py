@@ -13,6 +13,7 @@ Each method module is a technique of its own that registers its
 third-party package would.
 """
 
-from autobert.plugins.augmentation._base import Augmenter
+# The extension point lives in autobert.augmenters; re-exported here.
+from autobert.augmenters import Augmenter
 
 __all__ = ["Augmenter"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from autobert import Setting, hookimpl
-from autobert.plugins.augmentation._base import Augmenter
+from autobert.augmenters import Augmenter
 
 TEMPERATURE = "backtranslation.temperature"
 COPIES = "backtranslation.copies"
@@ -103,7 +103,7 @@ class BackTranslation(Augmenter):
 
 
 def _checkpoint(run, setting: str) -> str:
-    from autobert.pipeline import resolve_model
+    from autobert.services import resolve_model
 
     return resolve_model(run.study.model_copy(update={"model": run.settings[setting]}))
 

@@ -32,7 +32,7 @@ import warnings
 from functools import lru_cache
 
 from autobert import FORWARD_PASS, Setting, hookimpl
-from autobert.plugins.augmentation._base import Augmenter
+from autobert.augmenters import Augmenter
 
 FRACTION = "contextual.fraction"
 COPIES = "contextual.copies"
@@ -112,7 +112,7 @@ class Contextual(Augmenter):
 
 def mlm_checkpoint(run) -> str:
     """The MLM to use: the ``contextual.mlm`` setting resolved like the study's ``model``, or that model."""
-    from autobert.pipeline import resolve_model
+    from autobert.services import resolve_model
 
     named = run.settings.get(MLM) or ""
     if not named:

@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from autobert import Setting, hookimpl
-from autobert.plugins.augmentation._base import Augmenter
+from autobert.augmenters import Augmenter
 
 ALPHA = "eda.alpha"
 COPIES = "eda.copies"

@@ -23,8 +23,9 @@ masking is read by the further-pretraining stages and nothing else.
 from __future__ import annotations
 
 from autobert import Setting, hookimpl
-from autobert.plugins.masking._base import MaskingContext, MaskingExample, MaskingStrategy, registered_strategies, strategy_key
-from autobert.plugins.masking._collator import MaskingCollator, budget_for, encode_corpus, replace
+# The extension point lives in autobert.masking, where further pretraining reads it too; re-exported here.
+from autobert.masking import (MaskingCollator, MaskingContext, MaskingExample, MaskingStrategy, budget_for,
+                              encode_corpus, registered_strategies, replace, strategy_key)
 from autobert.plugins.masking.dynamic import DynamicMasking
 from autobert.plugins.masking.entropy import EntropyMasking
 from autobert.plugins.masking.selective import SelectiveMasking

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autobert.plugins.masking._base import MaskingExample, MaskingStrategy
+from autobert.masking import MaskingExample, MaskingStrategy
 
 
 def choose_tokens(example: MaskingExample, budget: int, rng: np.random.Generator) -> np.ndarray:

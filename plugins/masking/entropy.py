@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from autobert.plugins.masking._base import MaskingContext, MaskingStrategy
+from autobert.masking import MaskingContext, MaskingStrategy
 
 SHARE = "masking.entropy_share"
 EPOCHS = "masking.task_model_epochs"

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from autobert.plugins.masking._base import MaskingContext, MaskingStrategy
+from autobert.masking import MaskingContext, MaskingStrategy
 from autobert.plugins.masking.entropy import cached, load_scores, save_scores, task_model, task_model_key
 
 SHARE = "masking.selective_share"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autobert.plugins.masking._base import MaskingStrategy
+from autobert.masking import MaskingStrategy
 
 P = 0.2
 MAX_WORDS = 10

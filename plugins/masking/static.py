@@ -7,7 +7,7 @@ same masked tokens (and the same replacements) in every epoch.
 
 from __future__ import annotations
 
-from autobert.plugins.masking._base import MaskingStrategy
+from autobert.masking import MaskingStrategy
 from autobert.plugins.masking.dynamic import choose_tokens
 
 DUPLICATES = "masking.duplicates"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autobert.plugins.masking._base import MaskingStrategy
+from autobert.masking import MaskingStrategy
 
 
 class WholeWordMasking(MaskingStrategy):

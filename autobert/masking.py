@@ -1,13 +1,32 @@
-"""The masking-strategy contract: what a strategy registered through ``autobert_masking_strategies`` must do."""
+"""The masking-strategy extension point: what a strategy must do, the registry, and the collator that applies one.
+
+Shared by the techniques on both sides of it: the ``masking`` technique (and
+any plugin) registers strategies through ``autobert_masking_strategies``; the
+``further_pretraining`` stages look them up with :func:`registered_strategies`
+and mask their batches with :class:`MaskingCollator`. Light to import: torch
+is imported when a batch is collated.
+
+- :class:`MaskingStrategy`: the contract (``search_space``, ``identity``,
+  ``prepare``, ``rng_key``, ``select``);
+- :class:`MaskingContext`, :class:`MaskingExample`: what ``prepare`` and
+  ``select`` receive;
+- :func:`registered_strategies`, :func:`strategy_key`: the registry and a
+  strategy's cache identity;
+- :class:`MaskingCollator`, :func:`encode_corpus`, :func:`budget_for`,
+  :func:`replace`: tokenising a corpus for masking and the 80/10/10 rule.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+__all__ = [
+    "MaskingCollator", "MaskingContext", "MaskingExample", "MaskingStrategy", "budget_for", "encode_corpus",
+    "registered_strategies", "replace", "strategy_key",
+]
 
 PREFIX = "masking."
 
@@ -52,9 +71,9 @@ class MaskingContext:
         seed: The trial's seed.
         key: A hash of the corpus, the tokenizer, ``params`` and ``seed``: the
             name under which to cache anything the preparation computes.
-        cache: The study's :class:`autobert.stage_cache.StageCache`, or ``None``
+        cache: The study's cache (:class:`autobert.stage_cache.StageCache`, ``run.cache``), or ``None``
             when the study disabled caching.
-        run: The trial (:class:`autobert.pipeline.TrialRun`): ``run.tokenizer``,
+        run: The trial (:class:`autobert.TrialRun`): ``run.tokenizer``,
             ``run.study``, ``run.settings``, ``run.hooks``, ``run.workdir``.
         datasets: The trial's raw datasets (``train`` has the task's texts and
             labels, e.g. for a task-guided strategy that fine-tunes a model first).
@@ -151,6 +170,9 @@ class MaskingStrategy:
 
 def strategy_key(strategy: MaskingStrategy, params: dict[str, Any], run: Any = None) -> str:
     """A short hash of :meth:`MaskingStrategy.identity`."""
+    import hashlib
+    import json
+
     text = json.dumps(strategy.identity(params, run), sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -176,3 +198,112 @@ def registered_strategies(hooks: Any) -> dict[str, Any]:
                 )
             found[name], owners[name] = factory, impl.plugin_name
     return dict(sorted(found.items()))
+
+
+# --------------------------------------------------------------------------
+# Applying a strategy
+# --------------------------------------------------------------------------
+
+
+#: Mixed into every generator seed, so masks never share a stream with anything else seeded by the trial's seed.
+SALT = 0x6D61736B
+IGNORE = -100
+
+
+def budget_for(maskable: np.ndarray, probability: float) -> int:
+    """How many tokens to predict: ``probability`` of the maskable ones, at least one."""
+    n = int(np.count_nonzero(maskable))
+    return 0 if n == 0 else max(1, int(round(probability * n)))
+
+
+def replace(input_ids: np.ndarray, selected: np.ndarray, rng: np.random.Generator, mask_id: int,
+            random_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 80/10/10 rule (Devlin et al. 2019): of the selected tokens, 80% become
+    ``mask_id``, 10% a random non-special token and 10% stay; every selected token is a label.
+
+    Returns:
+        ``(inputs, labels)``; labels are ``-100`` where nothing is predicted.
+    """
+    inputs = input_ids.copy()
+    labels = np.full_like(input_ids, IGNORE)
+    labels[selected] = input_ids[selected]
+    where = np.flatnonzero(selected)
+    draw = rng.random(len(where))
+    inputs[where[draw < 0.8]] = mask_id
+    randomised = where[(draw >= 0.8) & (draw < 0.9)]
+    inputs[randomised] = rng.choice(random_ids, size=len(randomised))
+    return inputs, labels
+
+
+class MaskingCollator:
+    """A data collator for ``Trainer``: masks each visit with ``strategy``, then pads.
+
+    Each feature carries ``input_ids``, ``maskable``, ``word_ids`` and the
+    visit's ``index``, ``epoch`` and ``position``. Every random choice comes
+    from a generator seeded by ``(seed, strategy.rng_key(visit))``, so a batch's
+    masks depend on nothing but the visit: not on the order batches are built,
+    nor on whether training resumed from a checkpoint.
+    """
+
+    def __init__(self, tokenizer: Any, strategy: MaskingStrategy, probability: float, seed: int):
+        self.tokenizer = tokenizer
+        self.strategy = strategy
+        self.probability = probability
+        self.seed = seed
+        special = set(tokenizer.all_special_ids)
+        self.random_ids = np.array([i for i in range(len(tokenizer)) if i not in special], dtype=np.int64)
+        self.mask_id = tokenizer.mask_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def mask(self, feature: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(inputs, labels)`` of one visit."""
+        example = MaskingExample(
+            input_ids=np.asarray(feature["input_ids"], dtype=np.int64),
+            maskable=np.asarray(feature["maskable"], dtype=bool),
+            word_ids=np.asarray(feature["word_ids"], dtype=np.int64),
+            index=int(feature["index"]), epoch=int(feature["epoch"]), position=int(feature["position"]),
+        )
+        rng = np.random.default_rng([self.seed, SALT, *map(int, self.strategy.rng_key(example))])
+        budget = budget_for(example.maskable, self.probability)
+        selected = np.asarray(self.strategy.select(example, budget, rng), dtype=bool) & example.maskable
+        return replace(example.input_ids, selected, rng, self.mask_id, self.random_ids)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        masked = [self.mask(f) for f in features]
+        width = max(len(ids) for ids, _ in masked)
+        input_ids = np.full((len(masked), width), self.pad_id, dtype=np.int64)
+        labels = np.full((len(masked), width), IGNORE, dtype=np.int64)
+        attention = np.zeros((len(masked), width), dtype=np.int64)
+        for row, (ids, lab) in enumerate(masked):
+            input_ids[row, :len(ids)] = ids
+            labels[row, :len(ids)] = lab
+            attention[row, :len(ids)] = 1
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention),
+                "labels": torch.from_numpy(labels)}
+
+
+def encode_corpus(texts: list[str], tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+    """Tokenise a corpus for masking: ``input_ids``, ``maskable`` and ``word_ids`` per text.
+
+    Words come from a fast tokenizer's word ids; a slow tokenizer's WordPiece
+    continuations (``##``) are joined to the token before them.
+    """
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True)
+    rows = []
+    for i, ids in enumerate(encoded["input_ids"]):
+        special = np.asarray(encoded["special_tokens_mask"][i], dtype=bool)
+        if encoded.is_fast:
+            words = np.array([-1 if w is None else w for w in encoded.word_ids(i)], dtype=np.int64)
+        else:
+            tokens = tokenizer.convert_ids_to_tokens(ids)
+            words, current = [], -1
+            for token in tokens:
+                current += 0 if token.startswith("##") and current >= 0 else 1
+                words.append(current)
+            words = np.array(words, dtype=np.int64)
+        words[special] = -1
+        maskable = ~special & (np.asarray(ids) != (tokenizer.pad_token_id if tokenizer.pad_token_id is not None else -1))
+        rows.append({"input_ids": list(ids), "maskable": maskable.tolist(), "word_ids": words.tolist()})
+    return rows

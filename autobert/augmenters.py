@@ -1,8 +1,15 @@
-"""The augmenter contract: what a method registered through ``autobert_augmenters`` must do."""
+"""The augmenter extension point: what a method registered through ``autobert_augmenters`` must do, and the registry.
+
+Shared by the ``augmentation`` technique, which draws a method and applies it,
+and every technique that offers a method (the built-in ``eda``,
+``contextual`` and ``backtranslation``, and any third-party one).
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+__all__ = ["Augmenter", "registered_augmenters"]
 
 
 class Augmenter:
@@ -80,3 +87,31 @@ class Augmenter:
             new text equal to its source is dropped by the technique.
         """
         raise NotImplementedError
+
+
+def registered_augmenters(hooks: Any, settings: dict[str, Any]) -> dict[str, Augmenter]:
+    """``{name: augmenter}`` from every plugin's ``autobert_augmenters(settings)``.
+
+    ``hooks`` is the plugin manager's relay (``space.hooks``, ``run.hooks``);
+    ``None`` (a space or run built outside a plugin manager) registers nothing.
+
+    Raises:
+        PluginError: two plugins register the same name, or a value is no augmenter.
+    """
+    from autobert.errors import PluginError
+
+    found: dict[str, Augmenter] = {}
+    owners: dict[str, str] = {}
+    if hooks is None:
+        return found
+    for impl in hooks.autobert_augmenters.get_hookimpls():
+        answer = impl.function(*[{"settings": settings}[arg] for arg in impl.argnames])
+        for name, augmenter in (answer or {}).items():
+            if name in found:
+                raise PluginError(f"techniques {owners[name]!r} and {impl.plugin_name!r} both register the augmenter "
+                                  f"{name!r}; disable one of them (disable: [{impl.plugin_name}])")
+            if not isinstance(augmenter, Augmenter):
+                raise PluginError(f"technique {impl.plugin_name!r} registers {name!r} as {type(augmenter).__name__}; "
+                                  "an augmenter must subclass autobert.augmenters.Augmenter")
+            found[name], owners[name] = augmenter, impl.plugin_name
+    return found
