@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from autobert import hookimpl
+from autobert.services import NO_DECAY, decays, parameter_groups  # noqa: F401  (decays, NO_DECAY: kept importable here)
 
 
 @hookimpl
@@ -26,21 +27,9 @@ def autobert_build_model(checkpoint, run):
     )
 
 
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "norm.weight")
-
-
-def decays(name: str) -> bool:
-    """Whether weight decay applies to a parameter (never to biases and norms)."""
-    return not any(name.endswith(suffix) for suffix in NO_DECAY)
-
-
 @hookimpl
 def autobert_optimizer_param_groups(model, args):
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [
-        {"params": [p for n, p in named if decays(n)], "weight_decay": args.weight_decay, "lr": args.learning_rate},
-        {"params": [p for n, p in named if not decays(n)], "weight_decay": 0.0, "lr": args.learning_rate},
-    ]
+    return parameter_groups(model, args.learning_rate, args.weight_decay)
 
 
 @hookimpl

@@ -30,7 +30,7 @@ How it composes: the vectors travel as the dataset column
 trainer hands to the model because the model's ``forward`` takes it. The model
 is whatever the other techniques built (the default [CLS] head, a ``pooling``
 head), wrapped by ``autobert_build_model`` as a hook wrapper in
-:class:`~autobert.plugins._knowledge_model.AutobertKnowledgeForSequenceClassification`,
+:class:`~autobert.heads.AutobertKnowledgeForSequenceClassification`,
 which injects through forward hooks, keeps the wrapped encoder as
 ``base_model`` (so ``llrd``, ``reinit`` and ``multitask`` find it) and starts
 as an exact no-op. The export loads with ``trust_remote_code=True``, records
@@ -123,7 +123,8 @@ def autobert_validate_study(study, settings):
     return problems
 
 
-# First (before distillation's teacher copies the splits), on the rows as the data files give them.
+# First (declared, see docs/plugin_hooks.md#order), on the rows as the data files give them: before
+# distillation's teacher copies the splits and before augmentation copies training rows.
 @hookimpl(tryfirst=True)
 def autobert_modify_datasets(datasets, run):
     if run.params.get(INJECT, "none") == "none":
@@ -149,7 +150,7 @@ def autobert_build_model(checkpoint, run):
     inject = run.params.get(INJECT, "none")
     if inject == "none":
         return model
-    from autobert.plugins._knowledge_model import AutobertKnowledgeForSequenceClassification
+    from autobert.heads import AutobertKnowledgeForSequenceClassification
 
     return AutobertKnowledgeForSequenceClassification.wrap(
         model, dim=run.metadata[COLUMN], inject=inject, fusion=run.params[FUSION],
@@ -262,7 +263,7 @@ def load_vectors(study, settings, split: str):
 
 
 def _frame(study, split: str):
-    from autobert.data import read_split
+    from autobert.services import read_split
 
     return read_split(study, split)
 

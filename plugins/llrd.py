@@ -13,16 +13,15 @@ encoder layers numbered 1 (bottom) to ``L`` (top) and the base learning rate
 the optimiser to autobert's default groups. Sun et al. found 0.95 best at a
 learning rate of 2e-5. Weight decay stays off biases and LayerNorm weights.
 
-The encoder is found by module structure (see ``autobert.plugins._layers``);
+The encoder is found by module structure (see :func:`autobert.services.find_encoder`);
 a study whose model has no layers to find is refused at validation.
 """
 
 from __future__ import annotations
 
 from autobert import hookimpl
-from autobert.defaults import decays
 from autobert.errors import PluginError
-from autobert.plugins._layers import RULE, find_encoder, study_model_layers, unsupported
+from autobert.services import ENCODER_RULE, encoder_not_found, layer_depths, parameter_groups, study_model_layers
 
 
 @hookimpl
@@ -43,22 +42,18 @@ def autobert_validate_study(study):
     found = study_model_layers(study)
     if found is None or found[1] is not None:
         return None
-    return [unsupported("llrd", study.model, found[0])]
+    return [encoder_not_found("llrd", study.model, found[0])]
 
 
 def layer_exponents(model) -> dict[int, int]:
     """``{id(parameter): exponent}`` for the embeddings and layers; the head is absent (exponent 0)."""
-    parts = find_encoder(model)
-    if parts is None:
+    depths = layer_depths(model)
+    if depths is None:
         raise PluginError(
-            f"llrd cannot find the encoder layers of {type(model).__name__}; {RULE}. "
+            f"llrd cannot find the encoder layers of {type(model).__name__}; {ENCODER_RULE}. "
             "Disable llrd (`disable: [llrd]`) or build the model so that its encoder is one of those"
         )
-    n = len(parts.layers)
-    exponents = {id(p): n for module in parts.embeddings for p in module.parameters()}
-    for i, layer in enumerate(parts.layers, start=1):
-        exponents.update((id(p), n - i) for p in layer.parameters())
-    return exponents
+    return depths
 
 
 @hookimpl
@@ -66,17 +61,5 @@ def autobert_optimizer_param_groups(model, args, run):
     decay = run.params["llrd.decay"]
     if decay == 1.0:
         return None
-    exponents = layer_exponents(model)
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        exponent, decayed = exponents.get(id(param), 0), decays(name)
-        group = groups.setdefault((exponent, decayed), {
-            "params": [],
-            "lr": args.learning_rate * decay ** exponent,
-            "weight_decay": args.weight_decay if decayed else 0.0,
-        })
-        group["params"].append(param)
-    # Embeddings first, head last: the order people read a model in.
-    return [groups[key] for key in sorted(groups, key=lambda k: (-k[0], not k[1]))]
+    return parameter_groups(model, args.learning_rate, args.weight_decay, layer_rate=lambda depth: decay ** depth,
+                            depths=layer_exponents(model))

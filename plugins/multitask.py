@@ -89,7 +89,7 @@ def descriptions_of(run) -> list[str]:
 def _label_names(study) -> list[str] | None:
     if study.data.label_names:
         return list(study.data.label_names)
-    from autobert.data import load_task_data
+    from autobert.services import load_task_data
     from autobert.errors import ConfigError
 
     try:
@@ -98,7 +98,9 @@ def _label_names(study) -> list[str] | None:
         return None
 
 
-@hookimpl(wrapper=True)
+# The outermost wrapper (declared, see docs/plugin_hooks.md#order): the auxiliary term is added to the whole
+# loss, distillation's mix included.
+@hookimpl(wrapper=True, tryfirst=True)
 def autobert_compute_loss(model, inputs, run):
     loss = yield
     if not run.params.get(ENABLED):

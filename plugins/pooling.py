@@ -15,7 +15,7 @@
 
 ``cls`` leaves the model to autobert's default, so its export needs no remote
 code. Every other kind builds
-:class:`~autobert.plugins._pooled_model.AutobertPooledForSequenceClassification`,
+:class:`~autobert.heads.AutobertPooledForSequenceClassification`,
 whose ``save_pretrained`` folder carries its own modeling file and loads with
 ``trust_remote_code=True``; its encoder is ``model.base_model``.
 """
@@ -42,7 +42,7 @@ def autobert_build_model(checkpoint, run):
     kind = run.params["pooling.kind"]
     if kind == "cls":
         return None
-    from autobert.plugins._pooled_model import AutobertPooledForSequenceClassification
+    from autobert.heads import AutobertPooledForSequenceClassification
 
     return AutobertPooledForSequenceClassification.from_encoder(
         checkpoint, pooling=kind, pooling_k=run.params.get("pooling.k", 2),

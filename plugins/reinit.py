@@ -23,7 +23,7 @@ import torch
 
 from autobert import hookimpl
 from autobert.errors import PluginError
-from autobert.plugins._layers import RULE, find_encoder, study_model_layers, unsupported
+from autobert.services import ENCODER_RULE, encoder_not_found, find_encoder, study_model_layers
 
 MAX_LAYERS = 3
 
@@ -60,7 +60,7 @@ def autobert_validate_study(study):
         return None
     model_type, n_layers = found
     if n_layers is None:
-        return [unsupported("reinit", study.model, model_type)]
+        return [encoder_not_found("reinit", study.model, model_type)]
     if "reinit.layers" in study.overrides and asked > n_layers:
         return [
             f"techniques.reinit.layers: asks to re-initialise up to {asked} layers, but {study.model!r} "
@@ -101,7 +101,7 @@ def autobert_modify_model(model, run):
     parts = find_encoder(model)
     if parts is None:
         raise PluginError(
-            f"reinit cannot find the encoder layers of {type(model).__name__}; {RULE}. "
+            f"reinit cannot find the encoder layers of {type(model).__name__}; {ENCODER_RULE}. "
             "Disable reinit (`disable: [reinit]`) or build the model so that its encoder is one of those"
         )
     std = getattr(getattr(parts.base, "config", None), "initializer_range", None) or 0.02

@@ -25,7 +25,7 @@ from autobert.errors import ConfigError
 from autobert.pipeline import TrialRun, load_tokenizer, run_pipeline
 from autobert.plugin_manager import get_plugin_manager
 from autobert.plugins import knowledge
-from autobert.plugins._knowledge_model import AutobertKnowledgeForSequenceClassification
+from autobert.heads._knowledge_model import AutobertKnowledgeForSequenceClassification
 from autobert.search import export_best, run_search, validate_study
 from autobert.settings import declared_settings, resolve_settings
 from autobert.space import explore
@@ -226,7 +226,7 @@ def test_without_a_source_knowledge_searches_nothing_and_with_one_it_searches_it
 
 def test_it_wraps_a_pooling_head_and_keeps_the_encoder_findable(task):
     from autobert.plugins._layers import find_encoder
-    from autobert.plugins._pooled_model import AutobertPooledForSequenceClassification
+    from autobert.heads._pooled_model import AutobertPooledForSequenceClassification
     from autobert.plugins.multitask import cls_vectors
 
     pm = get_plugin_manager(only=["finetune", "knowledge", "pooling"])

@@ -123,7 +123,7 @@ def test_unknown_and_missing_labels_in_descriptions_are_reported_before_any_tria
 
 
 def test_a_pooled_head_works_too(tiny):
-    from autobert.plugins._pooled_model import AutobertPooledForSequenceClassification
+    from autobert.heads._pooled_model import AutobertPooledForSequenceClassification
 
     model = AutobertPooledForSequenceClassification.from_encoder(str(tiny.model), pooling="mean", num_labels=2).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny.model)
