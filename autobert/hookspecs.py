@@ -9,12 +9,20 @@ pipeline phase, in the order data flows through a trial:
 
 An implementation may accept any subset of a spec's arguments, so specs can gain
 arguments without breaking plugins. Unless a spec says ``firstresult``, every
-registered implementation is called, in pluggy's order (last registered first),
-and the results are collected in a list.
+registered implementation is called and the results are collected in a list.
 
-The object named ``run`` in many hooks is a :class:`autobert.pipeline.TrialRun`:
-the study, the trial's parameters (``run.params``), the seed, the tokenizer, the
-label names and a private working directory for the trial.
+Order is declared, never left to registration: pluggy calls wrappers first
+(``wrapper=True, tryfirst=True`` outermost, ``wrapper=True, trylast=True``
+innermost), then ``tryfirst`` implementations, plain ones, ``trylast`` ones,
+and autobert's defaults last. Within one tier the order is registration order,
+which is not part of the contract: techniques whose relative order matters sit
+in different tiers (see docs/plugin_hooks.md, "Order").
+
+The object named ``run`` in many hooks is a :class:`autobert.TrialRun`: the
+study, the trial's parameters (``run.params``), the seed, the tokenizer, the
+label names, the trial's techniques, a private working directory and the
+study's cache. What a hook may use besides its arguments is the public API
+(:mod:`autobert.services`, docs/plugin_api.md).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
     from autobert.config import StudyConfig
-    from autobert.pipeline import TrialRun
+    from autobert.trial_run import TrialRun
     from autobert.settings import Setting
     from autobert.space import SearchSpace
 
@@ -108,8 +116,10 @@ def autobert_settings() -> Mapping[str, Setting] | None:
     read the value from ``run.settings["technique.setting"]``; relative paths
     of ``path=True`` settings arrive resolved against the study file's folder.
     Settings are copied into frozen configs, so a replay sees the same values,
-    and are listed by ``autobert plugins``. Called once per process; must be
-    cheap and free of side effects.
+    and are listed by ``autobert plugins``. Called whenever the settings are
+    needed: when a study is validated, at the start of every trial and
+    sub-trial, and on every read of ``space.settings``; so it must be cheap,
+    free of side effects and answer the same every time.
     """
 
 
@@ -252,9 +262,10 @@ def autobert_masking_strategies() -> Mapping[str, Callable[[], Any]] | None:
     first, then by name). The ``masking`` technique and the further-pretraining
     stages call this through ``space.hooks`` and ``run.hooks`` whenever they
     need the registry, so it must be cheap; construction of a strategy must be
-    cheap too. The built-in ``static``, ``dynamic``, ``whole_word`` and
-    ``span`` strategies are registered through this hook by the ``masking``
-    technique, like any third-party plugin's.
+    cheap too. The six built-in strategies, ``static``, ``dynamic``,
+    ``whole_word``, ``span``, ``entropy`` and ``selective``, are registered
+    through this hook by the ``masking`` technique, like any third-party
+    plugin's.
     """
 
 

@@ -56,3 +56,25 @@ def test_documented_signatures_match_the_specs():
     for hook in HOOKS:
         params = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
         assert f"### {hook}({params})\n" in text, f"the heading of {hook} should read `### {hook}({params})`"
+
+
+def test_the_readme_layout_names_every_module():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = text[text.index("### Layout"):]
+    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    package = ROOT / "autobert"
+    modules = [p.name for p in package.iterdir()
+               if (p.suffix == ".py" or (p.is_dir() and not p.name.startswith(("_", "."))))]
+    missing = [name for name in sorted(modules)
+               if not re.search(rf"^\s+{re.escape(name if name.endswith('.py') else name + '/')}\s", layout, re.M)]
+    assert not missing, f"README's layout section does not list {', '.join(missing)}"
+
+
+def test_the_masking_hook_names_every_built_in_strategy():
+    from autobert.plugin_manager import get_plugin_manager
+    from autobert.masking import registered_strategies
+
+    registered = registered_strategies(get_plugin_manager(only=["masking"]).hook)
+    spec = " ".join(hookspecs.autobert_masking_strategies.__doc__.split())
+    assert len(registered) == 6
+    assert all(f"``{name}``" in spec for name in registered), (sorted(registered), spec)
