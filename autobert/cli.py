@@ -375,12 +375,10 @@ def cmd_report(args) -> int:
 
 def cmd_plugins(args) -> int:
     from autobert.plugin_manager import get_plugin_manager
-    from autobert.space import explore
-
     from autobert.settings import declared_settings
 
     pm = get_plugin_manager(disable=args.disable)
-    report = explore(pm.hook.autobert_search_space, pm.techniques, hooks=pm.hook)
+    report = pm.effective_space()
     declared = declared_settings(pm)
     listing = []
     for name, technique in sorted(pm.techniques.items()):

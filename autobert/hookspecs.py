@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from autobert.config import StudyConfig
     from autobert.trial_run import TrialRun
     from autobert.settings import Setting
-    from autobert.space import SearchSpace
+    from autobert.space import EffectiveSpace, SearchSpace
 
 hookspec = pluggy.HookspecMarker("autobert")
 
@@ -58,7 +58,8 @@ def autobert_search_space(space: SearchSpace) -> None:
         namespaced by the technique (``"finetune.learning_rate"``) and the
         technique's own default range. Study-file overrides (a fixed value, a
         narrower range, fewer choices) are applied by ``space``; the plugin never
-        sees them. Conditional parameters are plain Python::
+        sees them. An opt-in technique asks ``space.configured`` whether the
+        study file has a section for it. Conditional parameters are plain Python::
 
             if space.suggest_categorical("distill.enabled", [False, True]):
                 space.suggest_float("distill.alpha", 0.1, 0.9)
@@ -144,12 +145,17 @@ def autobert_ablation() -> Mapping[str, Any] | None:
 
 
 @hookspec
-def autobert_validate_study(study: StudyConfig, settings: dict[str, Any]) -> list[str] | None:
+def autobert_validate_study(study: StudyConfig, settings: dict[str, Any], space: EffectiveSpace) -> list[str] | None:
     """Check the study file for problems this technique would hit later.
 
     :param study: The parsed study file.
     :param settings: Every declared setting's value for this study (see
         :func:`autobert_settings`), keyed by full name, paths resolved.
+    :param space: The effective space: ``{name: ParamSpec}`` of every
+        parameter the study's trials can draw, after the study file's
+        overrides (``space["reinit.layers"].highest``,
+        ``space["llrd.decay"].is_fixed``, ``space.changed(name)``). Check the
+        parameters against it; never read ``study.overrides``.
     :return: A list of human-readable problems (each naming the key and the
         fix), or ``None``/``[]`` when there is nothing to report.
 

@@ -196,11 +196,17 @@ def metric_names(pm: PluginManager) -> list[str]:
     return sorted({name for found in pm.hook.autobert_metrics() for name in (found or {})})
 
 
-def draw_params(study: StudyConfig, trial: Any, pm: PluginManager) -> dict[str, Any]:
-    """Ask every technique's search space for its parameters, drawn from ``trial``."""
+def draw_space(study: StudyConfig, trial: Any, pm: PluginManager) -> SearchSpace:
+    """Ask every technique's search space for its parameters, drawn from ``trial``: the space, with
+    ``params`` (the values) and ``specs`` (each one's effective spec)."""
     space = SearchSpace(trial, pm.techniques, study.overrides, hooks=pm.hook)
     pm.hook.autobert_search_space(space=space)
-    return dict(space.params)
+    return space
+
+
+def draw_params(study: StudyConfig, trial: Any, pm: PluginManager) -> dict[str, Any]:
+    """Ask every technique's search space for its parameters, drawn from ``trial``."""
+    return dict(draw_space(study, trial, pm).params)
 
 
 def run_pipeline(
@@ -236,7 +242,8 @@ def run_pipeline(
     from autobert.device import resolve_precision
 
     start = time.perf_counter()
-    params = draw_params(study, trial, pm)
+    space = draw_space(study, trial, pm)
+    params = dict(space.params)
     precision = resolve_precision(study.precision)  # ConfigError, with the fix, where this machine cannot run it
 
     checkpoint = resolve_model(study)
@@ -249,6 +256,7 @@ def run_pipeline(
         label_names=list(data.label_names), workdir=workdir, cache_dir=study.cache_path, trial=trial,
         settings=resolve_settings(study, declared_settings(pm)) if settings is None else dict(settings),
         hooks=pm.hook, precision=precision, techniques=tuple(pm.techniques), plugin_manager=pm,
+        space=dict(space.specs),
     )
     try:
         _set_seed(run.seed)

@@ -245,11 +245,9 @@ class Planner:
     def _declarations(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         if not hasattr(self, "_declared"):
             from autobert.ablate import declared_ablations
-            from autobert.space import explore
 
             self._declared = {name: d.off for name, d in declared_ablations(self.pm).items() if d.off}
-            self._effective = explore(self.pm.hook.autobert_search_space, self.pm.techniques, self.study.overrides,
-                                      hooks=self.pm.hook).effective
+            self._effective = self.pm.effective_space(self.study.overrides).effective
         return self._declared, self._effective
 
     def clock(self, prediction: Prediction | None, finalist: bool) -> budget.Clock:

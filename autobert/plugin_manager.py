@@ -8,13 +8,17 @@ namespace of its parameters and its key in the study file's ``techniques:``).
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pluggy
 
 from autobert import defaults, hookspecs
 from autobert.errors import PluginError
+
+if TYPE_CHECKING:
+    from autobert.space import EffectiveSpace
 
 ENTRY_POINT_GROUP = "autobert.techniques"
 DEFAULTS_NAME = "autobert.defaults"
@@ -87,6 +91,23 @@ class PluginManager(pluggy.PluginManager):
                 pm.register_technique(self.get_plugin(name), technique)
         return pm
 
+    def effective_space(self, overrides: Mapping[str, Any] | None = None) -> EffectiveSpace:
+        """The techniques' search space after ``overrides`` (a study's ``overrides``), explored once.
+
+        Every later call with the same overrides (and the same plugins) answers
+        the same :class:`autobert.space.EffectiveSpace` without calling
+        ``autobert_search_space`` again: a command explores the space once,
+        however many of its steps (validation, the stored-space check, the
+        planner) read it.
+        """
+        from autobert.space import explore
+
+        key = (json.dumps(dict(overrides or {}), sort_keys=True, default=str),
+               tuple(name for name, _ in self.list_name_plugin()))
+        memo = self.__dict__.setdefault("_effective_spaces", {})
+        if key not in memo:
+            memo[key] = explore(self.hook.autobert_search_space, self.techniques, overrides, hooks=self.hook)
+        return memo[key]
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
     eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)

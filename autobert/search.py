@@ -22,13 +22,13 @@ from autobert.pipeline import Progress, TrialResult, draw_params, mean_std, run_
 from autobert.planner import Planner, finalists, is_finalist, is_skipped, winner
 from autobert.plugin_manager import PluginManager, get_plugin_manager
 from autobert.settings import declared_settings, relocated_settings
-from autobert.space import explore
 from autobert.storage import SQLiteWorkerLock, open_storage, recover_dead_trials, shown, storage_kind, storage_problem
-from autobert.validation import validate_study  # noqa: F401  (moved; old imports keep working)
+# Validation lives in autobert.validation; these names stay importable from here.
+from autobert.validation import changed_space, check_frozen, stored_definitions, validate_study  # noqa: F401
 
 
 # ---------------------------------------------------------------------------
-# Validation
+# The plugins a study runs with
 # ---------------------------------------------------------------------------
 
 
@@ -151,61 +151,6 @@ def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
     return opened
 
 
-def changed_space(study: StudyConfig, pm: PluginManager, opened: optuna.Study,
-                  keep_stored: bool = False) -> list[str]:
-    """What the study file changed in the space that the stored trials cannot continue with.
-
-    Ranges may change between runs of one study; a parameter's kind, its log
-    scale and a categorical's choices may not (Optuna refuses them trial by
-    trial). Compared against the distribution each parameter last had. With
-    ``keep_stored``, changed choices and log scales are no problem (the
-    search keeps their stored definitions, see :func:`stored_definitions`).
-    """
-    return [problem for _, problem, keepable in _space_changes(study, pm, opened) if not (keep_stored and keepable)]
-
-
-def stored_definitions(study: StudyConfig, pm: PluginManager, opened: optuna.Study) -> dict[str, Any]:
-    """``{name: stored distribution}`` of the parameters whose choices or log scale the study file changed."""
-    stored = _stored_distributions(opened)
-    return {name: stored[name] for name, _, keepable in _space_changes(study, pm, opened) if keepable}
-
-
-def _stored_distributions(opened: optuna.Study) -> dict[str, optuna.distributions.BaseDistribution]:
-    stored: dict[str, optuna.distributions.BaseDistribution] = {}
-    for trial in opened.get_trials(deepcopy=False):
-        stored.update(trial.distributions)
-    return stored
-
-
-def _space_changes(study: StudyConfig, pm: PluginManager, opened: optuna.Study) -> list[tuple[str, str, bool]]:
-    """``(name, problem, keepable)`` for each incompatible change."""
-    stored = _stored_distributions(opened)
-    report = explore(pm.hook.autobert_search_space, pm.techniques, study.overrides, hooks=pm.hook)
-    changes = []
-    keep = "or pass --keep-stored-space to go on with the stored definition"
-    for name, spec in sorted(report.effective.items()):
-        old = stored.get(name)
-        if old is None:
-            continue
-        key = f"techniques.{spec.technique}.{spec.short_name}"
-        fix = "restore it, or use a new study name (change `name`) to search the new space"
-        kinds = {"float": optuna.distributions.FloatDistribution, "int": optuna.distributions.IntDistribution,
-                 "categorical": optuna.distributions.CategoricalDistribution}
-        if not isinstance(old, kinds[spec.kind]):
-            changes.append((name, f"{key}: the stored study searched it as {_kind(old)}, the study file gives "
-                                  f"{spec.kind}; {fix}", False))
-        elif spec.kind == "categorical" and tuple(old.choices) != tuple(spec.choices):
-            changes.append((name,
-                f"{key}: the stored study searched other choices ({list(old.choices)}; the study file now gives "
-                f"{list(spec.choices)}), and Optuna cannot change a categorical parameter's choices within one "
-                f"study; keep the stored choices or start a new study (change `name`), {keep}", True))
-        elif spec.kind != "categorical" and bool(old.log) != bool(spec.log):
-            changes.append((name,
-                f"{key}: the stored study searched it on a {'log' if old.log else 'linear'} scale, the study file "
-                f"gives log: {str(bool(spec.log)).lower()}; {fix}, {keep}", True))
-    return changes
-
-
 class _StoredSpaceTrial:
     """A live trial that draws some parameters from their stored distributions (``--keep-stored-space``)."""
 
@@ -232,12 +177,6 @@ class _StoredSpaceTrial:
         if isinstance(old, optuna.distributions.CategoricalDistribution):
             choices = list(old.choices)
         return self._trial.suggest_categorical(name, choices)
-
-
-def _kind(distribution: optuna.distributions.BaseDistribution) -> str:
-    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
-        return "categorical"
-    return "int" if isinstance(distribution, optuna.distributions.IntDistribution) else "float"
 
 
 def make_objective(
@@ -547,21 +486,6 @@ def export_best(study: StudyConfig, opened: optuna.Study, pm: PluginManager, dat
             "free some space or choose a writable --export path, then run `autobert best STUDY.yaml --export PATH`"
         ) from None
     return path
-
-
-def check_frozen(frozen: FrozenConfig, data: TaskData, allow_data_change: bool = False) -> None:
-    """Refuse to replay a frozen config on different data unless asked to."""
-    if allow_data_change:
-        return
-    expected = frozen.provenance.data_fingerprint
-    changed = [s for s in expected if data.fingerprints.get(s) != expected[s]]
-    if changed:
-        raise ConfigError(
-            "frozen config",
-            [f"data.{s}: the data changed since the recipe was found (fingerprint "
-             f"{expected[s]} -> {data.fingerprints.get(s, 'missing')}); pass --allow-data-change to train anyway"
-             for s in changed],
-        )
 
 
 def replay_trial(frozen: FrozenConfig) -> optuna.trial.FixedTrial:

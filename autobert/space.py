@@ -5,6 +5,12 @@ a range or restrict choices, and the plugin never knows. The same code draws
 from a live ``optuna.Trial`` during search and from an ``optuna.trial.FixedTrial``
 when a frozen config is replayed, so a search trial and ``autobert train`` run
 the very same pipeline.
+
+What a technique may check against is the *effective space*: every parameter's
+:class:`ParamSpec` after the study file's overrides (:class:`EffectiveSpace`,
+explored once per command by :func:`explore`; ``autobert_validate_study``
+receives it as ``space``, and a trial's own specs are ``run.space``). A technique
+never reads the overrides themselves.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from autobert.errors import PluginError
 
@@ -35,6 +41,9 @@ class ParamSpec:
     # The values that make sense at all, in interval notation ("[1, inf)", "(0, 1]"); a study-file override
     # outside it is refused even where the search range would never reach it. A log range implies "(0, inf)".
     valid: str | None = None
+    # Choices that exist but that this study cannot offer, each with the reason and the fix (a categorical's
+    # override naming one is refused with it): ((choice, "needs a domain corpus; set ..."), ...).
+    unavailable: tuple[tuple[Scalar, str], ...] | None = None
 
     @property
     def technique(self) -> str:
@@ -49,6 +58,22 @@ class ParamSpec:
         if self.kind == "categorical":
             return len(self.choices or ()) == 1
         return self.low == self.high
+
+    @property
+    def lowest(self) -> Any:
+        """The smallest value the parameter can take (a categorical's smallest choice)."""
+        return min(self.choices) if self.kind == "categorical" else self.low
+
+    @property
+    def highest(self) -> Any:
+        """The largest value the parameter can take (a categorical's largest choice)."""
+        return max(self.choices) if self.kind == "categorical" else self.high
+
+    def can_be(self, value: Any) -> bool:
+        """Whether a trial may draw ``value``: one of the choices, or inside the range."""
+        if self.kind == "categorical":
+            return value in (self.choices or ())
+        return _is_number(value) and self.low <= value <= self.high
 
     def describe(self) -> str:
         if self.is_fixed:
@@ -160,6 +185,10 @@ def apply_override(spec: ParamSpec, override: Any) -> ParamSpec:
         raise ValueError(f"{where}: an empty list of choices; give at least one value")
     for value in values:
         if spec.kind == "categorical":
+            why = dict(spec.unavailable or ()).get(value) if value not in spec.choices else None
+            if why is not None:
+                raise ValueError(f"{where}: {value!r} is not available in this study: {why}; "
+                                 f"or choose from {spec.describe()}")
             if value not in spec.choices:
                 raise ValueError(
                     f"{where}: {value!r} is not a choice of this parameter; "
@@ -202,7 +231,17 @@ class SearchSpace:
         self.overrides = dict(overrides or {})
         self.hooks = hooks
         self.params: dict[str, Any] = {}
+        #: The effective spec of every parameter drawn so far (after the study file's overrides).
         self.specs: dict[str, ParamSpec] = {}
+
+    @property
+    def configured(self) -> frozenset[str]:
+        """The techniques the study file configures (a ``techniques.<name>`` section with a key).
+
+        For a technique that is opt-in: it declares its parameters only where
+        the study asks for it (``if "pet" not in space.configured: return``).
+        """
+        return frozenset(name.split(".", 1)[0] for name in self.overrides)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -234,8 +273,12 @@ class SearchSpace:
         """An integer in ``[low, high]``; ``valid`` (e.g. ``"[1, inf)"``) is every value that makes sense."""
         return self._suggest(ParamSpec(name, "int", low=low, high=high, log=log, step=step, valid=valid))
 
-    def suggest_categorical(self, name: str, choices: Sequence[Scalar]) -> Scalar:
-        return self._suggest(ParamSpec(name, "categorical", choices=tuple(choices)))
+    def suggest_categorical(self, name: str, choices: Sequence[Scalar], *,
+                            unavailable: Mapping[Scalar, str] | None = None) -> Scalar:
+        """One of ``choices``; ``unavailable`` maps further choices this study cannot offer to the reason and fix,
+        which a study-file override naming one is refused with."""
+        return self._suggest(ParamSpec(name, "categorical", choices=tuple(choices),
+                                       unavailable=tuple(unavailable.items()) if unavailable else None))
 
     # -- internals ---------------------------------------------------------
 
@@ -327,17 +370,58 @@ class _Explorer(SearchSpace):
         return spec.choices[index]
 
 
-@dataclass
-class SpaceReport:
-    """Every parameter reachable in a space, as declared and as overridden."""
+class EffectiveSpace(Mapping[str, ParamSpec]):
+    """Every parameter a study's trials can draw, after the study file's overrides.
 
-    defaults: dict[str, ParamSpec]
-    effective: dict[str, ParamSpec]
-    problems: list[str]
+    A read-only mapping ``{"llrd.decay": ParamSpec, ...}`` of the effective
+    specs: what a technique checks the study against in
+    ``autobert_validate_study(space)`` (``space["reinit.layers"].highest``,
+    ``space.get("pet.enabled")``), instead of reading the overrides. A
+    parameter that only some choices reach is in it; one no choice reaches
+    is not.
+
+    Attributes:
+        declared: The specs as the techniques declared them (before overrides).
+        problems: The overrides that do not fit their parameter (a parameter
+            whose override does not fit keeps its declared spec here).
+    """
+
+    def __init__(self, effective: Mapping[str, ParamSpec], declared: Mapping[str, ParamSpec], problems: list[str]):
+        self._effective = dict(effective)
+        self.declared = dict(declared)
+        self.problems = list(problems)
+
+    def __getitem__(self, name: str) -> ParamSpec:
+        return self._effective[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._effective)
+
+    def __len__(self) -> int:
+        return len(self._effective)
+
+    def __repr__(self) -> str:
+        return f"EffectiveSpace({', '.join(f'{n}: {s.describe()}' for n, s in sorted(self._effective.items()))})"
+
+    def changed(self, name: str) -> bool:
+        """Whether the study file changed ``name``'s space (fixed, narrowed or restricted it)."""
+        return name in self._effective and self._effective[name] != self.declared.get(name)
+
+    # The names of before (explore returned a report of three dicts).
+    @property
+    def effective(self) -> dict[str, ParamSpec]:
+        return dict(self._effective)
+
+    @property
+    def defaults(self) -> dict[str, ParamSpec]:
+        return self.declared
+
+
+SpaceReport = EffectiveSpace  # the earlier name
 
 
 def explore(hook: Any, techniques: Iterable[str], overrides: Mapping[str, Any] | None = None, max_paths: int = 512,
-            *, hooks: Any = None) -> SpaceReport:
+            *, hooks: Any = None) -> EffectiveSpace:
     """Run ``autobert_search_space`` along every path of categorical choices.
 
     Conditional parameters only appear under some choices, so one pass would
@@ -370,7 +454,7 @@ def explore(hook: Any, techniques: Iterable[str], overrides: Mapping[str, Any] |
             for depth in range(len(path), len(space.branch_points)):
                 for alt in range(1, space.branch_points[depth]):
                     stack.append(path + [0] * (depth - len(path)) + [alt])
-    return SpaceReport(defaults, effective, problems)
+    return EffectiveSpace(effective, defaults, problems)
 
 
 def _separate_calls(hook: Any) -> list[Any]:

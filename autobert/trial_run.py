@@ -40,6 +40,11 @@ class TrialRun:
         plugin_manager: The trial's plugin manager. The engine's: a technique
             runs a sub-trial with :func:`autobert.services.train_model`, which
             uses it, instead of touching it.
+        space: ``{"further_pretraining.task_steps": ParamSpec, ...}``: the
+            effective spec (:class:`autobert.space.ParamSpec`, after the study
+            file's overrides) of every parameter this trial drew, e.g. the
+            range a technique saves intermediate results for. Techniques never
+            read the overrides themselves.
     """
 
     study: Any
@@ -56,6 +61,7 @@ class TrialRun:
     precision: str = "fp32"
     techniques: tuple[str, ...] = ()
     plugin_manager: Any = field(default=None, repr=False)
+    space: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def precision_arguments(self) -> dict[str, Any]:
@@ -71,20 +77,6 @@ class TrialRun:
         ``run.cache.build(kind, cache_key(described), builder, description)``
         builds an entry once (crash-safe, locked, listed by ``autobert cache ls``).
         """
-        from autobert.stage_cache import StageCache
-
-        return StageCache(self.cache_dir)
-
-    @property
-    def cache(self) -> Any:
-        """The study's cache of expensive outputs (:class:`autobert.StageCache` over :attr:`cache_dir`)."""
-        from autobert.stage_cache import StageCache
-
-        return StageCache(self.cache_dir)
-
-    @property
-    def cache(self) -> Any:
-        """The study's cache of expensive outputs (:class:`autobert.StageCache` over :attr:`cache_dir`)."""
         from autobert.stage_cache import StageCache
 
         return StageCache(self.cache_dir)

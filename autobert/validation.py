@@ -1,4 +1,12 @@
-"""Checking a study before anything heavy starts: every problem at once, each with its key and fix."""
+"""Checking a study before anything heavy starts: every problem at once, each with its key and fix.
+
+:func:`validate_study` checks the study file, its techniques (through
+``autobert_validate_study``, which receives the effective space), the model
+and the data; :func:`changed_space` checks it against a stored study's trials;
+:func:`check_frozen` checks a frozen config against the data it replays on.
+The space is explored once per command (``pm.effective_space``), whichever of
+these read it.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +16,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from autobert.config import StudyConfig
+import optuna
+
+from autobert.config import FrozenConfig, StudyConfig
 from autobert.data import TaskData, load_task_data
 from autobert.errors import ConfigError
 from autobert.pipeline import load_tokenizer, metric_names, resolve_model
 from autobert.plugin_manager import PluginManager, available_technique_names
 from autobert.settings import declared_settings, resolve_settings
-from autobert.space import explore
 
 
 def _did_you_mean(name: str, options: list[str]) -> str:
@@ -45,7 +54,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
         elif name not in pm.techniques:
             problems.append(f"techniques.{name}: the technique is disabled; remove its section or enable it")
 
-    report = explore(pm.hook.autobert_search_space, pm.techniques, study.overrides, hooks=pm.hook)
+    report = pm.effective_space(study.overrides)
     problems.extend(report.problems)
     declared = declared_settings(pm)
     for name in sorted(set(declared) & set(report.defaults)):
@@ -64,6 +73,10 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
                 + "; remove the key or fix its spelling"
             )
 
+    from autobert.warm_start import problems as warm_start_problems
+
+    problems.extend(warm_start_problems(study))
+
     metrics = metric_names(pm)
     owners: dict[str, list[str]] = {}
     for impl in pm.hook.autobert_metrics.get_hookimpls():
@@ -76,7 +89,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
     if study.metric not in metrics:
         problems.append(f"metric: unknown metric {study.metric!r}{_did_you_mean(study.metric, metrics)}; choose one of {', '.join(metrics)}")
 
-    for found in pm.hook.autobert_validate_study(study=study, settings=resolve_settings(study, declared)):
+    for found in pm.hook.autobert_validate_study(study=study, settings=resolve_settings(study, declared), space=report):
         problems.extend(found or [])
 
     tokenizer = checkpoint = None
@@ -213,3 +226,84 @@ def _encodable(study: StudyConfig, tokenizer: Any, data: TaskData, split: str, t
                         f"than max_length ({study.max_length} tokens) and are cut, {data.rows(split, cut)}; raise "
                         "max_length if their ends matter (or search truncation.strategy)")
     return problems, warnings
+
+
+# ---------------------------------------------------------------------------
+# The study file against a stored study, a frozen config against its data
+# ---------------------------------------------------------------------------
+
+
+def changed_space(study: StudyConfig, pm: PluginManager, opened: optuna.Study,
+                  keep_stored: bool = False) -> list[str]:
+    """What the study file changed in the space that the stored trials cannot continue with.
+
+    Ranges may change between runs of one study; a parameter's kind, its log
+    scale and a categorical's choices may not (Optuna refuses them trial by
+    trial). Compared against the distribution each parameter last had. With
+    ``keep_stored``, changed choices and log scales are no problem (the
+    search keeps their stored definitions, see :func:`stored_definitions`).
+    """
+    return [problem for _, problem, keepable in _space_changes(study, pm, opened) if not (keep_stored and keepable)]
+
+
+def stored_definitions(study: StudyConfig, pm: PluginManager, opened: optuna.Study) -> dict[str, Any]:
+    """``{name: stored distribution}`` of the parameters whose choices or log scale the study file changed."""
+    stored = _stored_distributions(opened)
+    return {name: stored[name] for name, _, keepable in _space_changes(study, pm, opened) if keepable}
+
+
+def _stored_distributions(opened: optuna.Study) -> dict[str, optuna.distributions.BaseDistribution]:
+    stored: dict[str, optuna.distributions.BaseDistribution] = {}
+    for trial in opened.get_trials(deepcopy=False):
+        stored.update(trial.distributions)
+    return stored
+
+
+def _space_changes(study: StudyConfig, pm: PluginManager, opened: optuna.Study) -> list[tuple[str, str, bool]]:
+    """``(name, problem, keepable)`` for each incompatible change."""
+    stored = _stored_distributions(opened)
+    changes = []
+    keep = "or pass --keep-stored-space to go on with the stored definition"
+    for name, spec in sorted(pm.effective_space(study.overrides).items()):
+        old = stored.get(name)
+        if old is None:
+            continue
+        key = f"techniques.{spec.technique}.{spec.short_name}"
+        fix = "restore it, or use a new study name (change `name`) to search the new space"
+        kinds = {"float": optuna.distributions.FloatDistribution, "int": optuna.distributions.IntDistribution,
+                 "categorical": optuna.distributions.CategoricalDistribution}
+        if not isinstance(old, kinds[spec.kind]):
+            changes.append((name, f"{key}: the stored study searched it as {distribution_kind(old)}, the study file "
+                                  f"gives {spec.kind}; {fix}", False))
+        elif spec.kind == "categorical" and tuple(old.choices) != tuple(spec.choices):
+            changes.append((name,
+                f"{key}: the stored study searched other choices ({list(old.choices)}; the study file now gives "
+                f"{list(spec.choices)}), and Optuna cannot change a categorical parameter's choices within one "
+                f"study; keep the stored choices or start a new study (change `name`), {keep}", True))
+        elif spec.kind != "categorical" and bool(old.log) != bool(spec.log):
+            changes.append((name,
+                f"{key}: the stored study searched it on a {'log' if old.log else 'linear'} scale, the study file "
+                f"gives log: {str(bool(spec.log)).lower()}; {fix}, {keep}", True))
+    return changes
+
+
+def distribution_kind(distribution: optuna.distributions.BaseDistribution) -> str:
+    """``float``, ``int`` or ``categorical``: the kind of a stored Optuna distribution."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return "categorical"
+    return "int" if isinstance(distribution, optuna.distributions.IntDistribution) else "float"
+
+
+def check_frozen(frozen: FrozenConfig, data: TaskData, allow_data_change: bool = False) -> None:
+    """Refuse to replay a frozen config on different data unless asked to."""
+    if allow_data_change:
+        return
+    expected = frozen.provenance.data_fingerprint
+    changed = [s for s in expected if data.fingerprints.get(s) != expected[s]]
+    if changed:
+        raise ConfigError(
+            "frozen config",
+            [f"data.{s}: the data changed since the recipe was found (fingerprint "
+             f"{expected[s]} -> {data.fingerprints.get(s, 'missing')}); pass --allow-data-change to train anyway"
+             for s in changed],
+        )
