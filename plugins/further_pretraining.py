@@ -14,8 +14,8 @@ come from the ``masking`` technique. A stage trains ``AutoModelForMaskedLM`` wit
 the transformers ``Trainer``; a checkpoint without an MLM head (the offline
 MiniLM) gets one whose decoder is tied to the word embeddings, with a warning.
 
-Stages are cached (:mod:`autobert.stage_cache`, namespace
-``further_pretraining``) under a key of everything they depend on: the
+Stages are cached (the study's cache, kind ``stage``) under a key of
+everything they depend on: the
 starting model (or the previous stage's key and steps), the corpus, the
 tokenizer, the masking strategy and its parameters, the learning rate, batch
 size, warmup, maximum length and seed. Steps are a prefix: the learning rate is
@@ -30,18 +30,18 @@ and no cache give the same model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
-import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from autobert import Setting, check_deadline, hookimpl
+from autobert import Setting, cache_key, check_deadline, hookimpl
+from autobert.services import load_mlm, mlm_head, model_identity, tokenizer_identity
+from autobert.stage_cache import content_key
 
 STAGES = "further_pretraining.stages"
 CORPUS = "further_pretraining.domain_corpus"
@@ -55,13 +55,11 @@ PLAN = {"none": (), "task": ("task",), "domain": ("domain",), "domain+task": ("d
 STEPS_RANGE = (32, 1024)
 LR_RANGE = (2e-5, 1e-4, 2e-5)  # low, high, step: few distinct values, so trials share cached stages
 WEIGHT_DECAY = 0.01
-NAMESPACE = "further_pretraining"
+#: The kind of the stages' cache entries.
+KIND = "stage"
 #: Bump when what a stage computes changes, so that old cache entries are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _SALT = 0x7374726D
-
-_warned_heads: set[str] = set()
-
 
 def steps_param(stage: str) -> str:
     return f"further_pretraining.{stage}_steps"
@@ -93,10 +91,15 @@ def autobert_settings():
 def autobert_search_space(space):
     # Domain stages exist only where the study names a corpus (a setting), so that a
     # study that does not mention further pretraining never asks for one.
-    settings = getattr(space, "settings", None) or space.overrides  # the overrides, outside a plugin manager
-    choices = ["none", "task"] + (["domain", "domain+task"] if settings.get(CORPUS) else [])
-    for stage in PLAN[space.suggest_categorical(STAGES, choices)]:
-        space.suggest_int(steps_param(stage), *STEPS_RANGE, log=True)
+    domain = ["domain", "domain+task"]
+    if space.settings.get(CORPUS):
+        stages = space.suggest_categorical(STAGES, ["none", "task", *domain])
+    else:
+        stages = space.suggest_categorical(STAGES, ["none", "task"], unavailable=dict.fromkeys(domain, (
+            "the domain stages need a domain corpus; set techniques.further_pretraining.domain_corpus "
+            "(e.g. data/movies.txt)")))
+    for stage in PLAN[stages]:
+        space.suggest_int(steps_param(stage), *STEPS_RANGE, log=True, valid="[1, inf)")
         space.suggest_float(lr_param(stage), LR_RANGE[0], LR_RANGE[1], step=LR_RANGE[2], valid="(0, inf)")
 
 
@@ -115,17 +118,9 @@ def autobert_trial_cost(params, settings):
 
 
 @hookimpl
-def autobert_validate_study(study, settings):
-    from autobert.space import ParamSpec, apply_override
-
+def autobert_validate_study(study, settings, space):
     problems = []
-    override = study.overrides.get(STAGES)
-    allowed = set(override if isinstance(override, list) else [override] if override is not None else PLAN)
     corpus = settings.get(CORPUS)
-    if corpus is None and override is not None and allowed & {"domain", "domain+task"}:
-        problems.append(f"techniques.further_pretraining.stages: {sorted(allowed & {'domain', 'domain+task'})} need a "
-                        "domain corpus; set techniques.further_pretraining.domain_corpus (e.g. data/movies.txt) "
-                        "or choose from none, task")
     if corpus is not None:
         try:
             texts = load_corpus(corpus, settings.get(COLUMN, "text"))
@@ -133,7 +128,7 @@ def autobert_validate_study(study, settings):
                 problems.append(f"techniques.further_pretraining.domain_corpus: {corpus} has no non-empty document")
         except ValueError as exc:
             problems.append(f"techniques.further_pretraining.domain_corpus: {exc}")
-    if allowed - {"none"} and "masking" in study.disable:
+    if STAGES in space and set(space[STAGES].choices) - {"none"} and "masking" in study.disable:
         problems.append("disable: further pretraining needs the masking technique (its masking strategy); "
                         "remove masking from disable, or fix techniques.further_pretraining.stages: none")
     for name in (BATCH_SIZE, WARMUP):
@@ -141,14 +136,6 @@ def autobert_validate_study(study, settings):
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name == BATCH_SIZE else 0):
             problems.append(f"techniques.further_pretraining.{name.split('.', 1)[1]}: {value!r} must be an integer "
                             f"{'>= 1' if name == BATCH_SIZE else '>= 0'}")
-    for stage in ("domain", "task"):
-        try:
-            spec = apply_override(ParamSpec(steps_param(stage), "int", low=STEPS_RANGE[0], high=STEPS_RANGE[1], log=True),
-                                  study.overrides.get(steps_param(stage)))
-        except ValueError:
-            continue  # reported by autobert's own checks
-        if (spec.low is not None and spec.low < 1) or (spec.choices and min(spec.choices) < 1):
-            problems.append(f"techniques.{steps_param(stage)}: steps must be at least 1")
     return problems
 
 
@@ -163,9 +150,7 @@ def autobert_further_pretrain(checkpoint, datasets, run):
         texts = corpus_texts(stage, datasets, run)
         checkpoint, start_key, outcome = pretraining_stage(stage, checkpoint, start_key, texts, datasets, run)
         report.append(f"{stage}: {run.params[steps_param(stage)]} steps, {outcome}")
-    run.metadata["further_pretraining"] = report
-    if hasattr(run.trial, "set_user_attr"):
-        run.trial.set_user_attr("further_pretraining", report)
+    run.note("further_pretraining", report)
     return checkpoint
 
 
@@ -255,34 +240,12 @@ def _load_hub(described: str, column: str) -> tuple[str, ...]:
 
 
 def texts_fingerprint(texts: list[str]) -> str:
-    h = hashlib.sha256()
-    for text in texts:
-        h.update(text.encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()[:24]
+    return content_key(text.encode("utf-8") + b"\0" for text in texts)
 
 
 # --------------------------------------------------------------------------
 # Identities (cache keys)
 # --------------------------------------------------------------------------
-
-
-def model_identity(checkpoint: str) -> dict[str, Any]:
-    """The starting model: its name, and for a local folder its config and weight sizes."""
-    path = Path(checkpoint)
-    if not path.is_dir():
-        return {"model": checkpoint}
-    config = path / "config.json"
-    weights = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return {"model": str(path.resolve()),
-            "config": hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None,
-            "weights": weights}
-
-
-def tokenizer_identity(tokenizer) -> str:
-    vocab = sorted(tokenizer.get_vocab().items())
-    text = json.dumps([type(tokenizer).__name__, vocab, tokenizer.all_special_tokens])
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _exact(value: Any) -> Any:
@@ -297,7 +260,12 @@ def _exact(value: Any) -> Any:
 
 def save_points(spec, steps: int) -> list[int]:
     """The step counts the study's range can ask for, up to ``steps``: every power of two
-    inside the range, its ends, and ``steps`` itself (or every choice of a list)."""
+    inside the range, its ends, and ``steps`` itself (or every choice of a list).
+
+    ``spec`` is the steps parameter's effective spec (``run.space``); without one, ``steps`` alone.
+    """
+    if spec is None:
+        return [steps]
     if spec.kind == "categorical":
         points = {int(c) for c in spec.choices}
     else:
@@ -307,17 +275,9 @@ def save_points(spec, steps: int) -> list[int]:
     return sorted(p for p in points | {steps} if 0 < p <= steps)
 
 
-def stage_spec(stage: str, study):
-    from autobert.space import ParamSpec, apply_override
-
-    default = ParamSpec(steps_param(stage), "int", low=STEPS_RANGE[0], high=STEPS_RANGE[1], log=True)
-    return apply_override(default, study.overrides.get(steps_param(stage)))
-
-
 def pretraining_stage(stage: str, checkpoint: str, start_key: Any, texts: list[str], datasets: dict, run):
     """Run (or fetch) one stage; returns ``(checkpoint, key of its output, what the cache did)``."""
-    from autobert.plugins.masking import registered_strategies, strategy_key
-    from autobert.stage_cache import StageCache, cache_key
+    from autobert.masking import registered_strategies, strategy_key
 
     steps = int(run.params[steps_param(stage)])
     lr = _exact(run.params[lr_param(stage)])
@@ -352,33 +312,33 @@ def pretraining_stage(stage: str, checkpoint: str, start_key: Any, texts: list[s
         job.trainer.save_model(str(out / "model"))
         return str(out / "model"), output_key, "not cached"
 
-    cache = StageCache(run.cache_dir)
+    cache = run.cache
     name = entry_name(key, steps)
-    hit = cache.get(NAMESPACE, name)
+    hit = cache.get(KIND, name)
     if hit is not None:
         return str(hit), output_key, "cache hit"
-    with cache.lock(NAMESPACE, key):
-        hit = cache.get(NAMESPACE, name)
+    with cache.lock(KIND, key):
+        hit = cache.get(KIND, name)
         if hit is not None:
             return str(hit), output_key, "cache hit (built by another worker)"
-        cached = [s for s in (entry_steps(k) for k in cache.keys(NAMESPACE, key + "-")) if s is not None and s < steps]
+        cached = [s for s in (entry_steps(k) for k in cache.keys(KIND, key + "-")) if s is not None and s < steps]
         start = max(cached, default=0)
-        resume = cache.get(NAMESPACE, entry_name(key, start)) if start else None
+        resume = cache.get(KIND, entry_name(key, start)) if start else None
         description = {"stage": stage, "strategy": strategy_name, "learning_rate": lr, "seed": run.seed,
                        "corpus_documents": len(texts), "masking": masking_params, "start": start_key}
 
         def publish(step: int, folder: Path) -> None:
             run.tokenizer.save_pretrained(str(folder))
-            cache.commit(NAMESPACE, entry_name(key, step), folder, {**description, "steps": step})
+            cache.commit(KIND, entry_name(key, step), folder, {**description, "steps": step})
 
-        staging = cache.staging(NAMESPACE, name)
+        staging = cache.staging(KIND, name)
         try:
             job.train(staging, steps, resume_from=resume,
-                      save_at=[p for p in save_points(stage_spec(stage, run.study), steps) if p > start], publish=publish)
+                      save_at=[p for p in save_points(run.space.get(steps_param(stage)), steps) if p > start], publish=publish)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     outcome = f"resumed from the cached {start} steps" if start else "built"
-    return str(cache.path(NAMESPACE, name)), output_key, outcome
+    return str(cache.path(KIND, name)), output_key, outcome
 
 
 def entry_name(key: str, steps: int) -> str:
@@ -403,8 +363,7 @@ class _StageJob:
         import torch
         from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-        from autobert.plugins.masking import MaskingCollator, MaskingContext, encode_corpus
-        from autobert.stage_cache import StageCache, cache_key
+        from autobert.masking import MaskingCollator, MaskingContext, encode_corpus
 
         run = self.run
         rows = encode_corpus(self.texts, run.tokenizer, run.study.max_length)
@@ -414,7 +373,7 @@ class _StageJob:
             params=self.masking_params, seed=run.seed,
             key=cache_key({"corpus": self.corpus_print, "tokenizer": tokenizer_identity(run.tokenizer),
                            "max_length": run.study.max_length, "masking": self.strategy_print, "seed": run.seed}),
-            cache=StageCache(run.cache_dir) if run.settings.get(USE_CACHE, True) else None,
+            cache=run.cache if run.settings.get(USE_CACHE, True) else None,
             run=run, datasets=self.datasets,
         ))
         batch_size = int(run.settings.get(BATCH_SIZE, 32))
@@ -477,7 +436,7 @@ def masked_only_loss(model, inputs):
     """
     import torch.nn.functional as F
 
-    head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
+    head = mlm_head(model)
     if head is None:
         return model(**inputs).loss
     labels = inputs["labels"]
@@ -511,43 +470,3 @@ class VisitStream:
         epoch, offset = divmod(int(position), len(self.rows))
         index = int(self.order(epoch)[offset])
         return {**self.rows[index], "index": index, "epoch": epoch, "position": int(position)}
-
-
-def load_mlm(checkpoint: str):
-    """``AutoModelForMaskedLM`` from ``checkpoint``; a missing MLM head is initialised with
-    its decoder tied to the word embeddings, and a warning says so once per checkpoint."""
-    from transformers import AutoModelForMaskedLM
-
-    model, info = AutoModelForMaskedLM.from_pretrained(checkpoint, output_loading_info=True)
-    missing = [k for k in info.get("missing_keys", []) if not k.startswith(model.base_model_prefix + ".")]
-    if missing:
-        output, inputs = model.get_output_embeddings(), model.get_input_embeddings()
-        if output is not None and output.weight is not inputs.weight:
-            output.weight = inputs.weight
-        if checkpoint not in _warned_heads:
-            _warned_heads.add(checkpoint)
-            warnings.warn(
-                f"{checkpoint} has no masked-language-model head ({len(missing)} weights missing, e.g. {missing[0]}); "
-                "further pretraining starts from a new head whose decoder is tied to the word embeddings",
-                stacklevel=2,
-            )
-    _keep_pooler(model, checkpoint)
-    return model
-
-
-def _keep_pooler(model, checkpoint: str) -> None:
-    """Carry the encoder's pooler through the stage.
-
-    The MLM variant of an encoder drops its pooler; fine-tuning's default [CLS] head
-    needs it, and a pooler re-initialised after pretraining would confound a
-    comparison with ``none``. Attached to the encoder, it is saved with every
-    checkpoint; MLM never computes a gradient for it, so it stays as it was.
-    """
-    base = model.base_model
-    if not hasattr(base, "pooler") or base.pooler is not None:
-        return
-    from transformers import AutoModel
-
-    encoder = AutoModel.from_pretrained(checkpoint)
-    if getattr(encoder, "pooler", None) is not None:
-        base.pooler = encoder.pooler

@@ -36,8 +36,9 @@ def autobert_ablation():
 
 
 @hookimpl
-def autobert_validate_study(study):
-    if study.overrides.get("llrd.decay") in (1, 1.0, [1], [1.0]):
+def autobert_validate_study(study, space):
+    decay = space["llrd.decay"]
+    if decay.is_fixed and decay.lowest == 1:
         return None  # switched off: any model will do
     found = study_model_layers(study)
     if found is None or found[1] is not None:

@@ -50,7 +50,7 @@ def autobert_settings():
 
 @hookimpl
 def autobert_search_space(space):
-    if not any(name.startswith("pet.") for name in space.overrides):
+    if "pet" not in space.configured:
         return  # opt-in (see the module docstring)
     if space.suggest_categorical(ENABLED, [False, True]):
         space.suggest_int(STEPS, 16, 256, log=True)
@@ -63,12 +63,9 @@ def autobert_ablation():
 
 
 @hookimpl
-def autobert_validate_study(study, settings):
-    if not any(name.startswith("pet.") for name in study.overrides):
-        return []
-    enabled = study.overrides.get(ENABLED, [False, True])
-    if True not in (enabled if isinstance(enabled, list) else [enabled]):
-        return []
+def autobert_validate_study(study, settings, space):
+    if ENABLED not in space or not space[ENABLED].can_be(True):
+        return []  # not opted in, or fixed off
     problems = []
     try:
         check_pattern(settings.get(PATTERN, DEFAULT_PATTERN))
@@ -78,8 +75,7 @@ def autobert_validate_study(study, settings):
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         problems.append(f"techniques.{BATCH_SIZE}: {size!r} must be an integer >= 1")
     try:
-        from autobert.data import load_task_data
-        from autobert.pipeline import load_tokenizer, resolve_model
+        from autobert.services import load_task_data, load_tokenizer, resolve_model
 
         tokenizer = load_tokenizer(resolve_model(study))
         names = study.data.label_names or load_task_data(study).label_names
@@ -100,9 +96,7 @@ def autobert_further_pretrain(checkpoint, datasets, run):
     start = pretrained or checkpoint
     out = pet_stage(start, datasets, run)
     report = f"pet: {run.params[STEPS]} steps from {'the further-pretrained encoder' if pretrained else 'the model'}"
-    run.metadata["pet"] = report
-    if hasattr(run.trial, "set_user_attr"):
-        run.trial.set_user_attr("pet", report)
+    run.note("pet", report)
     return out
 
 
@@ -172,7 +166,9 @@ def pet_loss(model: Any, input_ids, attention_mask, mask_positions, label_word_i
     import torch
     import torch.nn.functional as F
 
-    head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
+    from autobert.services import mlm_head
+
+    head = mlm_head(model)
     hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     at_mask = hidden[torch.arange(len(input_ids)), mask_positions]
     if head is None:  # a model whose MLM head is not one module: project every position, keep the mask's
@@ -192,7 +188,7 @@ def pet_stage(checkpoint: str, datasets: dict, run) -> str:
     import torch
 
     from autobert.errors import TrialFailed
-    from autobert.plugins.further_pretraining import load_mlm
+    from autobert.services import load_mlm, parameter_groups
 
     try:
         pattern = check_pattern(run.settings.get(PATTERN, DEFAULT_PATTERN))
@@ -207,9 +203,7 @@ def pet_stage(checkpoint: str, datasets: dict, run) -> str:
     torch.manual_seed(run.seed)
     model = load_mlm(checkpoint)
     model.train()
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("bias") and "LayerNorm" not in n]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and (n.endswith("bias") or "LayerNorm" in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": rest, "weight_decay": 0.0}], lr=lr)
+    optimizer = torch.optim.AdamW(parameter_groups(model, lr, WEIGHT_DECAY), lr=lr)
     order: list[int] = []
     epoch = 0
     for _ in range(steps):

@@ -17,8 +17,6 @@ head and the embeddings stay as built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from autobert import hookimpl
@@ -39,29 +37,17 @@ def autobert_ablation():
     return {"off": {"reinit.layers": 0}, "on": {"reinit.layers": 2}}
 
 
-def _most_asked(override) -> int | None:
-    """The largest number of layers the study's override allows (the default space: 3)."""
-    if override is None:
-        return MAX_LAYERS
-    if isinstance(override, Mapping):
-        override = override.get("high", MAX_LAYERS)
-    values = list(override) if isinstance(override, (list, tuple)) else [override]
-    try:
-        return int(max(values))
-    except (TypeError, ValueError):
-        return None  # not a number: the space's own check reports it
-
-
 @hookimpl
-def autobert_validate_study(study):
-    asked = _most_asked(study.overrides.get("reinit.layers"))
+def autobert_validate_study(study, space):
+    asked = space["reinit.layers"].highest  # the most layers a trial may re-initialise
     found = study_model_layers(study) if asked else None
     if found is None:
         return None
     model_type, n_layers = found
     if n_layers is None:
         return [encoder_not_found("reinit", study.model, model_type)]
-    if "reinit.layers" in study.overrides and asked > n_layers:
+    # The default range may exceed a small model (a trial re-initialises what there is); a study that asks for more may not.
+    if space.changed("reinit.layers") and asked > n_layers:
         return [
             f"techniques.reinit.layers: asks to re-initialise up to {asked} layers, but {study.model!r} "
             f"has {n_layers}; use at most {n_layers}"

@@ -344,14 +344,14 @@ def test_a_corrupt_cache_entry_is_rebuilt_not_served(tmp_path):
     pm = plugin_manager(("counting", counting_plugin(counting)), ("spy", spy))
     data = validate_study(study, pm)
     run_pipeline(study, FixedTrial(params(0.25, "counting")), pm, data)
-    entry, = (study.study_dir / "cache" / "augmentation").glob("*.jsonl")
+    entry, = (study.study_dir / "cache" / "augmentation").glob("*/rows.jsonl")
     entry.write_text(entry.read_text()[:-20], encoding="utf-8")
 
     run_pipeline(study, FixedTrial(params(0.25, "counting")), pm, data)
 
     assert counting.calls == 2
     assert spy.seen[1][0]["train"] == spy.seen[0][0]["train"]
-    assert not [p for p in entry.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+    assert not [p for p in entry.parent.parent.iterdir() if p.name.startswith(".tmp-")]  # no temporary folder left
 
 
 def test_contextual_substitution_in_a_trial_uses_the_mlm_setting(tmp_path, tiny_bert):

@@ -120,7 +120,7 @@ def test_batching_does_not_change_the_scores(prepared):
 
     _, context, run, _ = prepared
     cache = StageCache(run.cache_dir)
-    (model_dir,) = [e.path for e in cache.entries("masking") if e.key.startswith("task-model-")]
+    (model_dir,) = [e.path for e in cache.entries("task-model")]
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
     rows = context.examples[:8]
     one = entropy_scores(model, rows, run.tokenizer.mask_token_id, batch_size=1)
@@ -172,8 +172,8 @@ def test_a_trial_pretrains_with_entropy_masks_on_the_domain_corpus_and_caches_th
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_pipeline(study, FixedTrial(params), pm, data)
-    kinds = sorted(e.key.rsplit("-", 1)[0] for e in StageCache(study.cache_path).entries("masking"))
-    assert kinds == ["entropy-scores", "task-model"]  # one task model, one set of scores for the domain corpus
+    kinds = sorted(e.kind for e in StageCache(study.cache_path).entries() if e.kind != "stage")
+    assert kinds == ["mask", "task-model"]  # one task model, one set of scores for the domain corpus
 
 
 def test_a_bad_task_model_setting_is_a_clear_error_before_any_trial(tmp_path):
@@ -193,4 +193,4 @@ def test_without_a_cache_the_scores_are_computed_in_the_trial_folder(prepared):
     uncached = EntropyMasking()
     uncached.prepare(context_for(run, data, UNSEEN, None))
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(uncached.scores, strategy.scores))
-    assert sorted(p.name.rsplit("-", 1)[0] for p in (run.workdir / "masking").iterdir()) == ["entropy-scores", "task-model"]
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (run.workdir / "masking").iterdir()) == ["mask", "task-model"]

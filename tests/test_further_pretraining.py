@@ -153,7 +153,7 @@ def test_fewer_steps_reuse_a_cached_prefix_and_more_steps_resume_from_the_larges
     _, report = trial(study, pm, data, params("task", task_steps=3))
     cache = StageCache(study.cache_path)
     # Saved at the range's powers of two and ends (2, 4, 8) up to the count asked for, and at the count itself.
-    assert sorted(int(k.rsplit("-", 1)[1]) for k in cache.keys("further_pretraining")) == [2, 3]
+    assert sorted(int(k.rsplit("-", 1)[1]) for k in cache.keys("stage")) == [2, 3]
 
     Recorder.prepared = []
     _, fewer = trial(study, pm, data, params("task", task_steps=2))
@@ -161,7 +161,7 @@ def test_fewer_steps_reuse_a_cached_prefix_and_more_steps_resume_from_the_larges
 
     resumed, more = trial(study, pm, data, params("task", task_steps=8))
     assert more == ["task: 8 steps, resumed from the cached 3 steps"]
-    assert sorted(int(k.rsplit("-", 1)[1]) for k in cache.keys("further_pretraining")) == [2, 3, 4, 8]
+    assert sorted(int(k.rsplit("-", 1)[1]) for k in cache.keys("stage")) == [2, 3, 4, 8]
 
     straight_study, straight_pm, straight_data, _ = setup(tmp_path, name="straight", cache=False)
     straight, _ = trial(straight_study, straight_pm, straight_data, params("task", task_steps=8))
@@ -172,7 +172,7 @@ def test_a_half_written_entry_is_never_served(tmp_path):
     study, pm, data, _ = setup(tmp_path)
     cold, _ = trial(study, pm, data, params("task", task_steps=4))
     cache = StageCache(study.cache_path)
-    [two, four] = [cache.path("further_pretraining", k) for k in cache.keys("further_pretraining")]
+    [two, four] = [cache.path("stage", k) for k in cache.keys("stage")]
     # A crash while the 4-step entry was being written: no marker, weights cut short.
     (four / MARKER).unlink()
     weights = four / "model.safetensors"
@@ -228,7 +228,7 @@ def test_the_study_files_cache_dir_moves_the_cache(tmp_path):
     trial(study, pm, validate_study(study, pm), params("task", strategy="dynamic"))
 
     assert seen == [tmp_path / "shared" / "cache"]
-    assert StageCache(tmp_path / "shared" / "cache").keys("further_pretraining")
+    assert StageCache(tmp_path / "shared" / "cache").keys("stage")
     assert not (tmp_path / "moved" / "cache").exists()
 
 

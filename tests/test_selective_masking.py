@@ -58,8 +58,8 @@ def planted(rows, tokenizer):
     return [next((p for p, i in enumerate(r["input_ids"]) if i in sentiment), None) for r in rows]
 
 
-def entry(run, prefix):
-    (found,) = [e.path for e in StageCache(run.cache_dir).entries("masking") if e.key.startswith(prefix)]
+def entry(run, kind):
+    (found,) = [e.path for e in StageCache(run.cache_dir).entries(kind)]
     return found
 
 
@@ -69,7 +69,7 @@ def test_the_buffer_procedure_marks_the_planted_decisive_token_as_important(prep
     _, _, run, data = prepared
     train = data.splits["train"]
     rows = encode_corpus(list(train["text"]), run.tokenizer, 32)
-    model = AutoModelForSequenceClassification.from_pretrained(str(entry(run, "task-model-")))
+    model = AutoModelForSequenceClassification.from_pretrained(str(entry(run, "task-model")))
     marks = buffer_labels(model, rows, list(train["label"]), threshold=0.01)
     labelled = [(m, p) for m, p in zip(marks, planted(rows, run.tokenizer)) if m is not None and p is not None]
     assert len(labelled) >= 0.8 * 240  # the correctly classified sentences with a sentiment word
@@ -88,7 +88,7 @@ def test_a_threshold_of_one_marks_every_token(prepared):
 
     _, _, run, data = prepared
     rows = encode_corpus(list(data.splits["train"]["text"])[:10], run.tokenizer, 32)
-    model = AutoModelForSequenceClassification.from_pretrained(str(entry(run, "task-model-")))
+    model = AutoModelForSequenceClassification.from_pretrained(str(entry(run, "task-model")))
     for m in buffer_labels(model, rows, list(data.splits["train"]["label"])[:10], threshold=1.0):
         if m is not None:
             assert (m[1:-1] == 1).all()
@@ -99,7 +99,7 @@ def test_the_masker_marks_the_decisive_token_on_unseen_sentences(prepared):
     positions = planted(context.examples, run.tokenizer)
     found = [p[d] > 0.5 and int(np.argmax(p)) == d for p, d in zip(strategy.probabilities, positions)]
     assert np.mean(found) >= 0.5  # runs land between 0.6 and 1.0; a random token would win about 1 time in 7
-    info = json.loads((entry(run, "selective-masker-") / "buffer.json").read_text())
+    info = json.loads((entry(run, "masker") / "buffer.json").read_text())
     assert info["labelled"] > 0 and info["important"] >= info["labelled"] * 0.9
 
 
@@ -156,8 +156,10 @@ def test_a_trial_pretrains_with_selective_masks_and_shares_the_task_model_with_e
         warnings.simplefilter("ignore")
         run_pipeline(study, FixedTrial({**base, **PARAMS}), pm, data)
         run_pipeline(study, FixedTrial({**base, "masking.strategy": "entropy", "masking.entropy_share": 1.0}), pm, data)
-    kinds = sorted(e.key.rsplit("-", 1)[0] for e in StageCache(study.cache_path).entries("masking"))
-    assert kinds == ["entropy-scores", "selective-marks", "selective-masker", "task-model"]
+    built = sorted((e.kind, e.description.get("strategy")) for e in StageCache(study.cache_path).entries()
+                   if e.kind != "stage")
+    # One task model for both strategies; selective's masker and marks, entropy's scores.
+    assert built == [("mask", "entropy"), ("mask", "selective"), ("masker", None), ("task-model", None)]
 
 
 def test_the_tiny_model_is_the_same_in_every_process(tmp_path):

@@ -10,44 +10,44 @@ third-party one). The chosen augmenter then draws its own parameters.
 ``round(ratio * n)`` training rows, drawn with the trial's seed, are handed
 to the augmenter; every new text becomes a new training row that copies its
 source row (its label and any other column), so validation and test are
-never touched. The new rows are cached under
-``<run.cache_dir>/augmentation/<key>.jsonl``, the key hashing the method, its
-:meth:`~autobert.plugins.augmentation.Augmenter.identity` (parameters,
+never touched. The new rows are an entry of kind ``augmentation`` in the
+study's cache (``autobert cache ls``), the key hashing the method, its
+:meth:`~autobert.augmenters.Augmenter.identity` (parameters,
 settings, version), the ratio, the seed and the training data's
-fingerprint: trials that differ elsewhere in their recipe augment once. An
-entry is written to a temporary file and renamed, so a reader never sees half
-of one; an entry that does not parse is rebuilt, not served.
+fingerprint: trials that differ elsewhere in their recipe augment once. The
+cache publishes an entry whole or not at all; an entry that does not parse
+is rebuilt, not served.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from autobert import hookimpl
-from autobert.errors import PluginError, TrialFailed
+from autobert import cache_key, hookimpl
+from autobert.augmenters import registered_augmenters
+from autobert.errors import TrialFailed
 
 RATIO = "augmentation.ratio"
 METHOD = "augmentation.method"
 #: The default choices of ``augmentation.ratio``; a study picks a subset (``ratio: 0`` turns it off).
 RATIOS = [0.0, 0.1, 0.25, 0.5, 1.0]
 #: Bump when what a cache entry holds changes, so that old entries are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: The kind of the augmented rows' cache entries.
+KIND = "augmentation"
+ROWS = "rows.jsonl"
 
 log = logging.getLogger(__name__)
 
 
 @hookimpl
 def autobert_search_space(space):
-    augmenters = registered(space.hooks, space.settings, space.techniques)
+    augmenters = registered(space.hooks, space.settings)
     if not augmenters:
         return
     if space.suggest_categorical(RATIO, RATIOS) > 0:
@@ -75,17 +75,20 @@ def autobert_trial_cost(params, train_rows, settings, hooks):
             "augmenting": sources * work}
 
 
-@hookimpl
+# Last (declared, see docs/plugin_hooks.md#order): the new rows copy their source rows' columns, so every
+# column other techniques add to the training split (knowledge's vectors, distillation's teacher logits)
+# must be there first.
+@hookimpl(trylast=True)
 def autobert_modify_datasets(datasets, run):
     ratio = run.params.get(RATIO, 0.0)
     if not ratio:
         return
     from datasets import concatenate_datasets
 
-    from autobert.data import fingerprint
+    from autobert.services import fingerprint
 
     method = run.params[METHOD]
-    augmenters = registered(run.hooks, run.settings, _installed_enabled(run))
+    augmenters = registered(run.hooks, run.settings)
     if method not in augmenters:
         raise TrialFailed(f"augmentation.method {method!r} is not a registered augmenter here (registered: "
                           f"{', '.join(sorted(augmenters)) or 'none'}); install or enable the technique that "
@@ -94,12 +97,11 @@ def autobert_modify_datasets(datasets, run):
     train = datasets["train"]
     texts, labels = list(train["text"]), list(train["label"])
     chosen = chosen_rows(len(texts), ratio, run.seed)
-    key = cache_key(method, augmenter.identity(run), ratio, run.seed, fingerprint(texts, labels))
-    entry = run.cache_dir / "augmentation" / f"{key}.jsonl"
-    rows = read_entry(entry, len(texts))
-    cached = rows is not None
+    key = rows_key(method, augmenter.identity(run), ratio, run.seed, fingerprint(texts, labels))
     run.metadata["augmentation"] = {"train_size": len(texts)}
-    if rows is None:
+    built = []
+
+    def augment(folder: Path) -> None:
         start = time.perf_counter()
         outputs = augmenter.augment([texts[i] for i in chosen], [labels[i] for i in chosen], run, run.seed)
         seconds = time.perf_counter() - start
@@ -107,11 +109,24 @@ def autobert_modify_datasets(datasets, run):
             raise TrialFailed(f"augmenter {method!r} returned {type(outputs).__name__} of "
                               f"{len(outputs) if hasattr(outputs, '__len__') else '?'} items for {len(chosen)} texts; "
                               "it must return one list of new texts per input text")
-        rows = [(i, text) for i, new in zip(chosen, outputs) for text in new
-                if isinstance(text, str) and text.strip() and text != texts[i]]
-        write_entry(entry, rows, {"method": method, "ratio": ratio, "seed": run.seed, "sources": len(chosen),
-                                  "seconds": round(seconds, 3)})
-    run.metadata["augmentation"].update(method=method, rows=len(rows), cached=cached, entry=str(entry))
+        new_rows = [(i, text) for i, new in zip(chosen, outputs) for text in new
+                    if isinstance(text, str) and text.strip() and text != texts[i]]
+        write_entry(folder / ROWS, new_rows, {"method": method, "ratio": ratio, "seed": run.seed,
+                                              "sources": len(chosen), "seconds": round(seconds, 3)})
+        built.append(True)
+
+    cache = run.cache
+    description = {"method": method, "ratio": ratio, "seed": run.seed, "sources": len(chosen)}
+    entry = cache.build(KIND, key, augment, description)
+    rows = read_entry(entry / ROWS, len(texts))
+    if rows is None:
+        cache.discard(KIND, key)  # corrupt: rebuilt, not served
+        entry = cache.build(KIND, key, augment, description)
+        rows = read_entry(entry / ROWS, len(texts))
+        if rows is None:
+            raise TrialFailed(f"the augmented rows just written to {entry} cannot be read back; "
+                              "check the cache folder's disk")
+    run.metadata["augmentation"].update(method=method, rows=len(rows), cached=not built, entry=str(entry))
     if not rows:
         return
     sources = [i for i, _ in rows]
@@ -124,46 +139,10 @@ def autobert_modify_datasets(datasets, run):
 # --------------------------------------------------------------------------
 
 
-def registered(hooks: Any, settings: dict[str, Any], techniques: Any = ()) -> dict[str, Any]:
-    """``{name: augmenter}`` from every plugin's ``autobert_augmenters(settings)``.
-
-    ``hooks`` is the plugin manager's relay (``space.hooks``, ``run.hooks``);
-    without one (a space or run built outside a plugin manager), the installed
-    techniques among ``techniques`` are asked.
-
-    Raises:
-        PluginError: two plugins register the same name, or a value is no augmenter.
-    """
-    from autobert.plugins.augmentation import Augmenter
-
-    if hooks is None:
-        hooks = _installed_hooks(frozenset(techniques))
-    found: dict[str, Any] = {}
-    owners: dict[str, str] = {}
-    for impl in hooks.autobert_augmenters.get_hookimpls():
-        answer = impl.function(*[{"settings": settings}[arg] for arg in impl.argnames])
-        for name, augmenter in (answer or {}).items():
-            if name in found:
-                raise PluginError(f"techniques {owners[name]!r} and {impl.plugin_name!r} both register the augmenter "
-                                  f"{name!r}; disable one of them (disable: [{impl.plugin_name}])")
-            if not isinstance(augmenter, Augmenter):
-                raise PluginError(f"technique {impl.plugin_name!r} registers {name!r} as {type(augmenter).__name__}; "
-                                  "an augmenter must subclass autobert.plugins.augmentation.Augmenter")
-            found[name], owners[name] = augmenter, impl.plugin_name
-    return found
-
-
-@lru_cache(maxsize=8)
-def _installed_hooks(techniques: frozenset[str]) -> Any:
-    from autobert.plugin_manager import available_technique_names, get_plugin_manager
-
-    return get_plugin_manager(only=sorted(techniques & set(available_technique_names()))).hook
-
-
-def _installed_enabled(run) -> frozenset[str]:
-    from autobert.plugin_manager import available_technique_names
-
-    return frozenset(available_technique_names()) - set(getattr(run.study, "disable", ()) or ())
+def registered(hooks: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """``{name: augmenter}`` from every plugin's ``autobert_augmenters(settings)`` (see
+    :func:`autobert.augmenters.registered_augmenters`)."""
+    return registered_augmenters(hooks, settings)
 
 
 # --------------------------------------------------------------------------
@@ -177,26 +156,18 @@ def chosen_rows(n: int, ratio: float, seed: int) -> list[int]:
     return sorted(random.Random(f"augmentation-{seed}").sample(range(n), k))
 
 
-def cache_key(method: str, identity: dict, ratio: float, seed: int, train_fingerprint: str) -> str:
-    described = {"version": CACHE_VERSION, "method": method, "identity": identity, "ratio": ratio, "seed": seed,
-                 "train": train_fingerprint}
-    text = json.dumps(described, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+def rows_key(method: str, identity: dict, ratio: float, seed: int, train_fingerprint: str) -> str:
+    """The cache key of the rows ``method`` makes: everything they depend on."""
+    return cache_key({"version": CACHE_VERSION, "method": method, "identity": identity, "ratio": ratio, "seed": seed,
+                      "train": train_fingerprint})
 
 
 def write_entry(path: Path, rows: list[tuple[int, str]], header: dict) -> None:
-    """Write ``rows`` as JSON lines after a header line, atomically (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps({**header, "rows": len(rows)}) + "\n")
-            for source, text in rows:
-                f.write(json.dumps([source, text]) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``rows`` as JSON lines after a header line (into the cache's staging folder: published whole)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps({**header, "rows": len(rows)}) + "\n")
+        for source, text in rows:
+            f.write(json.dumps([source, text]) + "\n")
 
 
 def read_entry(path: Path, n_train: int) -> list[tuple[int, str]] | None:

@@ -2,7 +2,7 @@
 
 A cheaper cousin of selective masking (Gu et al. 2020) without the masker:
 :meth:`EntropyMasking.prepare` fine-tunes a task model on the labelled training
-data (autobert's own pipeline with only the ``finetune`` technique, at the fixed
+data (a sub-trial, :func:`autobert.services.train_model`, of the trial's ``finetune`` technique alone, at the fixed
 recipe of the ``masking.task_model_*`` settings), then scores every token of the
 stage's corpus by how much the model's predictive entropy changes when that
 token alone is replaced by ``[MASK]``::
@@ -15,18 +15,17 @@ gives ``masking.entropy_share`` of the budget to the top-scored maskable
 tokens and tops the rest up at random among the others, so every visit masks
 exactly the budget and never a special or padding token.
 
-The task model and the scores are cached in the study's stage cache (namespace
-``masking``), keyed by what they depend on: the model, the training data, the
-labels, the recipe and seed (task model); that, the corpus, tokenizer and
-maximum length (scores). Trials that differ only in ``masking.entropy_share``
-or ``masking.probability`` score once.
+The task model and the scores are cached in the study's cache (kinds
+``task-model`` and ``mask``), keyed by what they depend on: the model, the
+training data, the labels, the recipe and seed (task model); that, the corpus,
+tokenizer and maximum length (scores). Trials that differ only in
+``masking.entropy_share`` or ``masking.probability`` score once.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,13 @@ EPOCHS = "masking.task_model_epochs"
 LEARNING_RATE = "masking.task_model_learning_rate"
 BATCH_SIZE = "masking.task_model_batch_size"
 SCORING_BATCH = "masking.scoring_batch_size"
-NAMESPACE = "masking"
+#: The kinds of the cache entries task-guided strategies build.
+TASK_MODEL, MASK = "task-model", "mask"
 #: Bump when the task model's training changes, so that cached task models are not reused.
-TASK_MODEL_VERSION = 1
+TASK_MODEL_VERSION = 2
 DEFAULTS = {EPOCHS: 2, LEARNING_RATE: 1e-4, BATCH_SIZE: 32, SCORING_BATCH: 256}
+#: The task model is a sub-trial of these techniques alone.
+TASK_MODEL_TECHNIQUES = ("finetune",)
 
 
 def task_model_recipe(settings: dict[str, Any]) -> dict[str, Any]:
@@ -63,44 +65,30 @@ def task_model_summary(run: Any) -> dict[str, Any]:
 
 def task_model_identity(run: Any, train_fingerprint: str) -> dict[str, Any]:
     """Everything the task model depends on."""
-    from autobert.pipeline import resolve_model
-    from autobert.plugins.finetune import GROUP_BY_LENGTH, autobert_settings
-    from autobert.plugins.further_pretraining import model_identity
+    from autobert.services import model_identity, resolve_model, subtrial_settings
 
     return {"model": model_identity(resolve_model(run.study)), "labels": list(run.label_names),
             "recipe": task_model_recipe(run.settings), "seed": run.seed, "max_length": run.study.max_length,
             "train": train_fingerprint,
-            # The task model trains with finetune's default batching (train_task_model sets no techniques), and
-            # the batch order changes the model: a task model cached before that default changed is not this one.
-            "group_by_length": autobert_settings()[GROUP_BY_LENGTH].default,
-            # It trains in the study's precision (autobert.pipeline); fp32 keeps the keys of before.
+            # The task model trains with finetune's batching setting (train_task_model runs finetune alone), and
+            # the batch order changes the model.
+            "group_by_length": subtrial_settings(run, TASK_MODEL_TECHNIQUES).get("finetune.group_by_length", True),
+            # It trains in the study's precision (a sub-trial); fp32 keeps the keys of before.
             **({"precision": run.precision} if getattr(run, "precision", "fp32") != "fp32" else {})}
 
 
 def train_task_model(datasets: dict[str, Any], run: Any, folder: Path) -> None:
     """Fine-tune a sequence classifier on ``datasets["train"]`` with autobert's pipeline, save it to ``folder``."""
-    from optuna.trial import FixedTrial
-
-    from autobert.data import TaskData
-    from autobert.pipeline import run_pipeline
-    from autobert.plugin_manager import get_plugin_manager
+    from autobert.services import train_model
 
     splits = {name: datasets[name].select_columns(["text", "label"]) for name in ("train", "validation") if name in datasets}
-    if "validation" not in splits:
-        splits["validation"] = splits["train"]
-    data = TaskData(splits=splits, label_names=list(run.label_names), fingerprints={})
-    # Only finetune, at the settings' recipe: the study's other techniques (and their overrides) are not the task model's.
-    study = run.study.model_copy(update={"techniques": {}, "disable": []})
-    with warnings.catch_warnings():
-        # The recipe may lie outside finetune's default ranges (a tiny test model's 5e-3); it is meant to.
-        warnings.filterwarnings("ignore", message=".*is out of the range of the distribution")
-        run_pipeline(study, FixedTrial(task_model_recipe(run.settings)), get_plugin_manager(only=["finetune"]), data,
-                     seed=run.seed, save_to=folder)
+    # A sub-trial of finetune alone at the settings' recipe: the trial's other techniques are not the task model's.
+    train_model(run, splits, params=task_model_recipe(run.settings), techniques=TASK_MODEL_TECHNIQUES, save_to=folder)
 
 
 def task_model_key(context: MaskingContext) -> str:
     """The cache name's key of the task model a stage's strategy would train."""
-    from autobert.data import fingerprint
+    from autobert.services import fingerprint
     from autobert.stage_cache import cache_key
 
     train = context.datasets["train"]
@@ -114,17 +102,17 @@ def task_model(context: MaskingContext) -> Path:
     Shared by the task-guided strategies: ``entropy`` and ``selective`` with the
     same settings, training data and seed use one task model.
     """
-    return cached(context, f"task-model-{task_model_key(context)}",
+    return cached(context, TASK_MODEL, task_model_key(context),
                   lambda folder: train_task_model(context.datasets, context.run, folder),
-                  {"kind": "task model", **task_model_recipe(context.run.settings)})
+                  task_model_recipe(context.run.settings))
 
 
-def cached(context: MaskingContext, name: str, builder, description: dict[str, Any]) -> Path:
-    """``context.cache``'s entry ``name`` (namespace ``masking``), built by ``builder(folder)`` if missing;
+def cached(context: MaskingContext, kind: str, key: str, builder, description: dict[str, Any]) -> Path:
+    """``context.cache``'s entry ``key`` of ``kind``, built by ``builder(folder)`` if missing;
     without a cache, built once per trial under its work folder."""
     if context.cache is not None:
-        return context.cache.build(NAMESPACE, name, builder, description)
-    folder = Path(context.run.workdir) / "masking" / name
+        return context.cache.build(kind, key, builder, description)
+    folder = Path(context.run.workdir) / "masking" / f"{kind}-{key}"
     if not (folder / ".complete").exists():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -222,13 +210,14 @@ class EntropyMasking(MaskingStrategy):
         return found
 
     def prepare(self, context: MaskingContext) -> None:
-        from autobert.plugins.further_pretraining import tokenizer_identity
+        from autobert.services import tokenizer_identity
         from autobert.stage_cache import cache_key
 
         run = context.run
         self.share = float(context.params.get(SHARE, 1.0))
         model_key = task_model_key(context)
-        scores_key = cache_key({"task_model": model_key, "corpus": context.corpus_fingerprint, "version": self.version,
+        scores_key = cache_key({"strategy": "entropy", "task_model": model_key, "corpus": context.corpus_fingerprint,
+                                "version": self.version,
                                 "tokenizer": tokenizer_identity(run.tokenizer), "max_length": run.study.max_length})
 
         def score(folder: Path) -> None:
@@ -241,8 +230,8 @@ class EntropyMasking(MaskingStrategy):
                                     int(run.settings.get(SCORING_BATCH, DEFAULTS[SCORING_BATCH])))
             save_scores(folder, scores)
 
-        folder = cached(context, f"entropy-scores-{scores_key}", score,
-                        {"kind": "entropy scores", "task_model": model_key, "sentences": len(context.examples)})
+        folder = cached(context, MASK, scores_key, score,
+                        {"strategy": "entropy", "task_model": model_key, "sentences": len(context.examples)})
         self.scores = load_scores(folder)
 
     def select(self, example, budget, rng):

@@ -20,7 +20,7 @@
 ``select`` then masks the important tokens (most probable first) up to
 ``masking.selective_share`` of the budget and fills the rest of the budget at
 random among the other maskable tokens. Task model, masker and marks are cached
-in the stage cache (namespace ``masking``).
+in the study's cache (kinds ``task-model``, ``masker`` and ``mask``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from autobert.masking import MaskingContext, MaskingStrategy
-from autobert.plugins.masking.entropy import cached, load_scores, save_scores, task_model, task_model_key
+from autobert.plugins.masking.entropy import MASK, cached, load_scores, save_scores, task_model, task_model_key
 
 SHARE = "masking.selective_share"
 THRESHOLD = "masking.selective_threshold"
@@ -41,6 +41,8 @@ MASKER_LR = "masking.masker_learning_rate"
 DEFAULTS = {THRESHOLD: 0.01, MASKER_LAYERS: 2, MASKER_EPOCHS: 3, MASKER_LR: 1e-4}
 MASKER_BATCH = 16
 IGNORE = -100
+#: The kind of the maskers' cache entries (the marks are of kind ``mask``).
+MASKER = "masker"
 
 
 def padded(sequences: list[list[int]], pad_id: int):
@@ -205,8 +207,8 @@ class SelectiveMasking(MaskingStrategy):
         return found
 
     def prepare(self, context: MaskingContext) -> None:
-        from autobert.plugins.further_pretraining import tokenizer_identity
-        from autobert.plugins.masking import encode_corpus
+        from autobert.masking import encode_corpus
+        from autobert.services import tokenizer_identity
         from autobert.stage_cache import cache_key
 
         run = context.run
@@ -215,13 +217,13 @@ class SelectiveMasking(MaskingStrategy):
         pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
         masker_key = cache_key({"task_model": task_model_key(context), "masker": settings, "version": self.version,
                                 "tokenizer": tokenizer_identity(run.tokenizer), "max_length": run.study.max_length})
-        marks_key = cache_key({"masker": masker_key, "corpus": context.corpus_fingerprint})
+        marks_key = cache_key({"strategy": "selective", "masker": masker_key, "corpus": context.corpus_fingerprint})
 
         def build_masker(folder: Path) -> None:
             import torch
             from transformers import AutoModelForSequenceClassification
 
-            from autobert.pipeline import resolve_model
+            from autobert.services import resolve_model
 
             train = context.datasets["train"]
             rows = encode_corpus([str(t) for t in train["text"]], run.tokenizer, run.study.max_length)
@@ -240,13 +242,12 @@ class SelectiveMasking(MaskingStrategy):
         def mark(folder: Path) -> None:
             from transformers import AutoModelForTokenClassification
 
-            masker_dir = cached(context, f"selective-masker-{masker_key}", build_masker,
-                                {"kind": "selective masker", **settings})
+            masker_dir = cached(context, MASKER, masker_key, build_masker, settings)
             masker = AutoModelForTokenClassification.from_pretrained(str(masker_dir))
             save_scores(folder, masker_probabilities(masker, context.examples, pad_id))
 
-        folder = cached(context, f"selective-marks-{marks_key}", mark,
-                        {"kind": "selective marks", "masker": masker_key, "sentences": len(context.examples)})
+        folder = cached(context, MASK, marks_key, mark,
+                        {"strategy": "selective", "masker": masker_key, "sentences": len(context.examples)})
         self.probabilities = load_scores(folder)
 
     def select(self, example, budget, rng):
