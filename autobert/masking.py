@@ -71,7 +71,7 @@ class MaskingContext:
         seed: The trial's seed.
         key: A hash of the corpus, the tokenizer, ``params`` and ``seed``: the
             name under which to cache anything the preparation computes.
-        cache: The study's cache (:class:`autobert.stage_cache.StageCache`, ``run.cache``), or ``None``
+        cache: The study's cache (:class:`autobert.StageCache`, ``run.cache``), or ``None``
             when the study disabled caching.
         run: The trial (:class:`autobert.TrialRun`): ``run.tokenizer``,
             ``run.study``, ``run.settings``, ``run.hooks``, ``run.workdir``.
@@ -170,11 +170,9 @@ class MaskingStrategy:
 
 def strategy_key(strategy: MaskingStrategy, params: dict[str, Any], run: Any = None) -> str:
     """A short hash of :meth:`MaskingStrategy.identity`."""
-    import hashlib
-    import json
+    from autobert import cache_key
 
-    text = json.dumps(strategy.identity(params, run), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return cache_key(strategy.identity(params, run), 16)
 
 
 def registered_strategies(hooks: Any) -> dict[str, Any]:

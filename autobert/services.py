@@ -19,7 +19,7 @@ the functions that need them.
 - **Sub-trials**: :func:`train_model` trains a model with the trial's own
   techniques and a changed recipe (a distillation teacher, a task model),
   through the trial's own plugin manager; :func:`subtrial_settings` says what
-  settings it trains with.
+  settings it trains with; :func:`predict_logits` runs a model it saved.
 - **Data and identities**, for cache keys: :func:`fingerprint`,
   :func:`read_split`, :func:`load_task_data`, :func:`model_identity`,
   :func:`tokenizer_identity`.
@@ -27,8 +27,6 @@ the functions that need them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,7 +38,7 @@ from autobert.trial_run import TrialRun
 __all__ = [
     "ENCODER_RULE", "EncoderParts", "SubTrialResult", "TrialRun", "decays", "encoder_not_found", "find_encoder",
     "fingerprint", "layer_depths", "load_mlm", "load_task_data", "load_tokenizer", "mlm_head", "model_identity",
-    "parameter_groups", "read_split", "resolve_model", "study_model_layers", "subtrial_settings",
+    "parameter_groups", "predict_logits", "read_split", "resolve_model", "study_model_layers", "subtrial_settings",
     "tokenizer_identity", "train_model",
 ]
 
@@ -360,6 +358,38 @@ def train_model(run: TrialRun, datasets: Mapping[str, Any], *, params: Mapping[s
                           saved_to=None if save_to is None else Path(save_to))
 
 
+def predict_logits(run: TrialRun, model_dir: str | Path, dataset: Any, batch_size: int = 64) -> Any:
+    """The logits (a float32 ``numpy`` array, one row per row) of the model saved in ``model_dir`` on ``dataset``.
+
+    The texts are encoded as the trial encodes them (its ``autobert_tokenize``),
+    and the columns other techniques added that the model's ``forward`` takes
+    (knowledge's vectors) are passed as the trainer passes them. For a model
+    :func:`train_model` saved (a teacher, a quick model).
+    """
+    import inspect
+
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), trust_remote_code=True)
+    model.eval()
+    keys = set(inspect.signature(model.forward).parameters)
+    token_keys = ("input_ids", "attention_mask", "token_type_ids")
+    extra = [k for k in dataset.column_names if k in keys and k not in (*token_keys, "labels")]
+    texts = list(dataset["text"])
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            enc = run.hooks.autobert_tokenize(texts=texts[start:start + batch_size], tokenizer=run.tokenizer,
+                                              max_length=run.study.max_length, run=run)
+            enc = {k: v for k, v in dict(enc).items() if k in token_keys}
+            batch = dict(run.tokenizer.pad(enc, return_tensors="pt"))
+            batch.update({k: torch.tensor(np.array(dataset[start:start + batch_size][k])) for k in extra})
+            out.append(model(**{k: v for k, v in batch.items() if k in keys}).logits.float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, run.num_labels), dtype=np.float32)
+
+
 def subtrial_settings(run: TrialRun, techniques: Iterable[str] | None = None) -> dict[str, Any]:
     """The settings a :func:`train_model` call with ``techniques`` trains with (for its cache key)."""
     from autobert.pipeline import subtrial_settings as settings_of
@@ -400,18 +430,20 @@ def load_task_data(study: Any) -> Any:
 
 def model_identity(checkpoint: str) -> dict[str, Any]:
     """A model for a cache key: its name, and for a local folder its config and weight sizes."""
+    from autobert.stage_cache import content_key
+
     path = Path(checkpoint)
     if not path.is_dir():
         return {"model": checkpoint}
     config = path / "config.json"
     weights = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
     return {"model": str(path.resolve()),
-            "config": hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None,
+            "config": content_key([config.read_bytes()], 16) if config.is_file() else None,
             "weights": weights}
 
 
 def tokenizer_identity(tokenizer: Any) -> str:
     """A tokenizer for a cache key: a short hash of its class, vocabulary and special tokens."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    text = json.dumps([type(tokenizer).__name__, vocab, tokenizer.all_special_tokens])
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    from autobert.stage_cache import cache_key
+
+    return cache_key([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()), tokenizer.all_special_tokens], 16)

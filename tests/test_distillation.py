@@ -13,6 +13,7 @@ from optuna.trial import FixedTrial, TrialState
 from autobert.cli import main
 from autobert.config import load_study
 from autobert.pipeline import run_pipeline
+from autobert.stage_cache import StageCache
 from autobert.plugin_manager import get_plugin_manager
 from autobert.search import export_best, run_search, validate_study
 from autobert.testing import TechniqueConformance, write_study
@@ -84,8 +85,7 @@ def params(alpha, temperature=2.0):
 
 
 def entries(study):
-    folder = study.study_dir / "cache" / "distillation"
-    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
+    return [e.key for e in StageCache(study.cache_path).entries("teacher")]
 
 
 def test_the_teacher_is_trained_once_for_trials_differing_only_in_alpha_and_the_cache_changes_nothing(tmp_path):
