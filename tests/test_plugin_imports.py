@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ROOT / "plugins"
 
-#: autobert's public API for technique authors (docs/plugin_hooks.md, "The public API").
+#: autobert's public API for technique authors (docs/plugin_api.md).
 PUBLIC = {"autobert", "autobert.services", "autobert.masking", "autobert.augmenters", "autobert.heads",
           "autobert.stage_cache", "autobert.errors", "autobert.trial_run"}
 #: What a technique builds on besides the standard library: autobert's own dependencies, and those a
@@ -106,3 +106,15 @@ def test_the_public_modules_are_light():
             "print(sorted(m for m in ('torch', 'transformers', 'autobert.pipeline') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_public_api_page_lists_these_modules_and_every_service():
+    import re
+
+    from autobert import services
+
+    text = (ROOT / "docs" / "plugin_api.md").read_text(encoding="utf-8")
+    table = set(re.findall(r"^\| `(autobert[\w.]*)` \|", text, re.M))
+    assert table == PUBLIC, f"docs/plugin_api.md's table and this test's PUBLIC differ: {sorted(table ^ PUBLIC)}"
+    undocumented = [name for name in services.__all__ if f"`{name}" not in text]
+    assert not undocumented, f"docs/plugin_api.md does not document autobert.services.{undocumented}"
