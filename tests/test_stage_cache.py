@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -106,15 +107,140 @@ def test_prune_removes_unfinished_builds_but_not_one_in_progress(tmp_path):
 
 def test_cache_ls_and_prune_on_the_command_line(tmp_path, capsys):
     cache = StageCache(tmp_path / "cache")
-    cache.build("further_pretraining", "abc-0000008", write_files("x"), {"stage": "task", "steps": 8})
-    cache.get("further_pretraining", "abc-0000008")
-    cache.staging("further_pretraining", "abc-0000016")
+    cache.build("stage", "abc-0000008", write_files("x"), {"stage": "task", "steps": 8})
+    cache.get("stage", "abc-0000008")
+    cache.staging("stage", "abc-0000016")
 
     assert main(["cache", "ls", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert "abc-0000008" in out and "stage=task" in out and "1 hits" in out and "1 unfinished build" in out
 
     assert main(["cache", "prune", str(tmp_path / "cache")]) == 0
-    assert list(cache.leftovers()) == [] and cache.keys("further_pretraining") == ["abc-0000008"]
+    assert list(cache.leftovers()) == [] and cache.keys("stage") == ["abc-0000008"]
     assert main(["cache", "prune", str(tmp_path / "cache"), "--all"]) == 0
-    assert cache.keys("further_pretraining") == []
+    assert cache.keys("stage") == []
+
+
+def test_only_one_kind_is_listed_and_pruned_when_asked(tmp_path, capsys):
+    cache = StageCache(tmp_path / "cache")
+    cache.build("teacher", "t1", write_files("x"), {"seeds": "0"})
+    cache.build("mask", "m1", write_files("x"), {"strategy": "entropy"})
+
+    assert main(["cache", "ls", str(tmp_path / "cache"), "--kind", "mask"]) == 0
+    out = capsys.readouterr().out
+    assert "strategy=entropy" in out and "seeds=0" not in out
+    assert main(["cache", "prune", str(tmp_path / "cache"), "--all", "--kind", "mask"]) == 0
+    assert cache.keys("mask") == [] and cache.keys("teacher") == ["t1"]
+
+
+# --------------------------------------------------------------------------
+# Every kind: what real trials build, and a build of each kind killed mid-write
+# --------------------------------------------------------------------------
+
+TRIAL_TECHNIQUES = ["finetune", "further_pretraining", "masking", "distillation", "augmentation", "eda"]
+BUILT_BY_A_TRIAL = ["augmentation", "mask", "stage", "task-model", "teacher"]
+
+
+@pytest.fixture(scope="module")
+def cache_of_a_trial(tmp_path_factory):
+    """The cache after one trial that pretrains with entropy masks, distils and augments."""
+    import warnings
+
+    from optuna.trial import FixedTrial
+
+    from autobert.config import load_study
+    from autobert.pipeline import run_pipeline
+    from autobert.plugin_manager import get_plugin_manager
+    from autobert.search import validate_study
+    from autobert.testing import write_study
+
+    directory = tmp_path_factory.mktemp("every-kind")
+    finetune = {"learning_rate": 5e-3, "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}
+    path = write_study(directory, n_train=32, n_validation=16, only=TRIAL_TECHNIQUES, techniques={
+        "finetune": finetune,
+        "further_pretraining": {"batch_size": 4, "task_steps": {"low": 2, "high": 2}},
+        "masking": {"task_model_epochs": 1, "task_model_batch_size": 16},
+    })
+    study = load_study(path)
+    pm = get_plugin_manager(only=TRIAL_TECHNIQUES)
+    data = validate_study(study, pm)
+    params = {**{f"finetune.{k}": v for k, v in finetune.items()},
+              "further_pretraining.stages": "task", "further_pretraining.task_steps": 2,
+              "further_pretraining.task_learning_rate": 1e-4,
+              "masking.strategy": "entropy", "masking.probability": 0.15, "masking.entropy_share": 1.0,
+              "distillation.enabled": True, "distillation.alpha": 0.5, "distillation.temperature": 2.0,
+              "distillation.teachers": 1,
+              "augmentation.ratio": 0.25, "augmentation.method": "eda", "eda.alpha": "auto", "eda.copies": "auto"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_pipeline(study, FixedTrial(params), pm, data)
+    return study.cache_path
+
+
+def test_cache_ls_lists_stages_teachers_task_models_masks_and_augmentations(cache_of_a_trial, capsys):
+    kinds = sorted({e.kind for e in StageCache(cache_of_a_trial).entries()})
+    assert kinds == BUILT_BY_A_TRIAL
+
+    assert main(["cache", "ls", str(cache_of_a_trial)]) == 0
+    out = capsys.readouterr().out
+    table = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert set(BUILT_BY_A_TRIAL) <= set(table)
+    built_from = {e.kind: e.summary() for e in StageCache(cache_of_a_trial).entries()}
+    assert "method=eda" in built_from["augmentation"] and "strategy=entropy" in built_from["mask"]
+    assert "stage=task" in built_from["stage"] and "seeds=0" in built_from["teacher"]
+
+
+def _crash_while_building(root: str, kind: str, key: str) -> None:
+    def builder(folder):
+        (folder / "half-written.bin").write_bytes(b"\0" * 1024)
+        os._exit(9)  # killed mid-write: no clean-up runs
+
+    StageCache(root).build(kind, key, builder)
+
+
+@pytest.mark.parametrize("kind", [*BUILT_BY_A_TRIAL, "masker", "a-plugins-own-kind"])
+def test_cache_prune_removes_a_half_written_build_of_every_kind(tmp_path, kind, capsys):
+    cache = StageCache(tmp_path / "cache")
+    cache.build(kind, "whole", write_files("x"))
+    crash = multiprocessing.get_context("fork").Process(target=_crash_while_building,
+                                                        args=(str(cache.root), kind, "half"))
+    crash.start()
+    crash.join(30)
+    assert crash.exitcode == 9
+    (leftover,) = cache.leftovers()
+    assert leftover.name.startswith(".tmp-half-") and (leftover / "half-written.bin").is_file()
+    assert cache.get(kind, "half") is None  # never served
+
+    assert main(["cache", "ls", str(cache.root)]) == 0
+    assert "1 unfinished build" in " ".join(capsys.readouterr().out.split())  # (the console may wrap)
+    assert main(["cache", "prune", str(cache.root)]) == 0
+
+    assert list(cache.leftovers()) == [] and not leftover.exists()
+    assert cache.keys(kind) == ["whole"]
+    assert cache.build(kind, "half", write_files("rebuilt")).joinpath("payload.txt").read_text() == "rebuilt"
+
+
+def test_an_entry_folder_or_file_without_the_marker_is_a_leftover_of_any_kind(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    cache.build("teacher", "whole", write_files("x"))
+    unmarked = cache.path("teacher", "unmarked")  # e.g. an older version's teacher, written without a marker
+    unmarked.mkdir()
+    (unmarked / "logits.npy").write_bytes(b"old")
+    stray = cache.root / "augmentation" / "0123abcd.jsonl"  # an older version's augmentation rows
+    stray.parent.mkdir(parents=True)
+    stray.write_text("{}\n")
+
+    assert sorted(p.name for p in cache.leftovers()) == ["0123abcd.jsonl", "unmarked"]
+    assert sorted(e.key for e in cache.entries()) == ["whole"]
+    cache.prune()
+    assert list(cache.leftovers()) == [] and cache.keys("teacher") == ["whole"]
+
+
+def test_a_build_in_progress_of_any_kind_survives_prune(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    for kind in BUILT_BY_A_TRIAL:
+        staged = cache.staging(kind, "busy")
+        with cache.lock(kind, "busy"):
+            cache.prune()
+        assert staged.exists()
+
