@@ -89,11 +89,14 @@ class Augmenter:
         raise NotImplementedError
 
 
-def registered_augmenters(hooks: Any, settings: dict[str, Any]) -> dict[str, Augmenter]:
+def registered_augmenters(hooks: Any, settings: dict[str, Any],
+                          unavailable: dict[str, str] | None = None) -> dict[str, Augmenter]:
     """``{name: augmenter}`` from every plugin's ``autobert_augmenters(settings)``.
 
     ``hooks`` is the plugin manager's relay (``space.hooks``, ``run.hooks``);
     ``None`` (a space or run built outside a plugin manager) registers nothing.
+    A method registered as a string cannot run with these settings (the string
+    says why and what to set); it is left out, and put in ``unavailable`` if given.
 
     Raises:
         PluginError: two plugins register the same name, or a value is no augmenter.
@@ -110,8 +113,13 @@ def registered_augmenters(hooks: Any, settings: dict[str, Any]) -> dict[str, Aug
             if name in found:
                 raise PluginError(f"techniques {owners[name]!r} and {impl.plugin_name!r} both register the augmenter "
                                   f"{name!r}; disable one of them (disable: [{impl.plugin_name}])")
+            if isinstance(augmenter, str):
+                if unavailable is not None:
+                    unavailable[name] = augmenter
+                continue
             if not isinstance(augmenter, Augmenter):
                 raise PluginError(f"technique {impl.plugin_name!r} registers {name!r} as {type(augmenter).__name__}; "
-                                  "an augmenter must subclass autobert.augmenters.Augmenter")
+                                  "an augmenter must subclass autobert.augmenters.Augmenter (or be a string: why the "
+                                  "method cannot run with these settings)")
             found[name], owners[name] = augmenter, impl.plugin_name
     return found

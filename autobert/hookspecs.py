@@ -190,14 +190,15 @@ def autobert_augmenters(settings: dict[str, Any]) -> Mapping[str, Any] | None:
     """Register data-augmentation methods for the ``augmentation`` technique.
 
     :param settings: Every enabled technique's settings (see
-        :func:`autobert_settings`), the study file's or the default. A method
-        that cannot run as configured (back-translation without its two
-        models) registers nothing, so it is no choice.
+        :func:`autobert_settings`), the study file's or the default.
     :return: ``{name: augmenter}``, each augmenter an
         :class:`autobert.augmenters.Augmenter` (its ``search_space``
         draws the method's own parameters, its ``augment`` turns a batch of
         training texts into new ones), or ``None`` when the plugin has none.
-        Names must be unique across plugins.
+        Names must be unique across plugins. A method that cannot run as
+        configured (back-translation without its two models) maps to a string
+        instead, the reason and what to set: it is no choice, and a study file
+        asking for it is refused with that string.
 
     The registered names, sorted, are the choices of ``augmentation.method``.
     The augmentation technique calls this through ``space.hooks`` and

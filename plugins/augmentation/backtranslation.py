@@ -45,18 +45,12 @@ def autobert_settings():
 
 
 @hookimpl
-def autobert_validate_study(study, settings):
+def autobert_validate_study(settings):
     problems = []
     models = [settings.get(FORWARD), settings.get(BACKWARD)]
     for name, value in zip((FORWARD, BACKWARD), models):
         if value is not None and (not isinstance(value, str) or not value):
             problems.append(f"techniques.backtranslation.{name.split('.', 1)[1]}: give a folder, package:NAME or hub id")
-    methods = study.overrides.get("augmentation.method")
-    methods = methods if isinstance(methods, list) else [methods]
-    if "backtranslation" in methods and not all(models):
-        problems.append("techniques.augmentation.method: back-translation needs two translation models; set "
-                        "techniques.backtranslation.forward_model and backward_model (folders or hub ids, e.g. "
-                        "Helsinki-NLP/opus-mt-en-de and Helsinki-NLP/opus-mt-de-en)")
     size = settings.get(BATCH_SIZE)
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         problems.append(f"techniques.backtranslation.batch_size: {size!r} is not a positive integer")
@@ -66,7 +60,10 @@ def autobert_validate_study(study, settings):
 @hookimpl
 def autobert_augmenters(settings):
     if not (settings.get(FORWARD) and settings.get(BACKWARD)):
-        return None
+        # No choice of augmentation.method; a study asking for it is told what to set.
+        return {"backtranslation": "back-translation needs two translation models; set "
+                                   "techniques.backtranslation.forward_model and backward_model (folders or hub ids, "
+                                   "e.g. Helsinki-NLP/opus-mt-en-de and Helsinki-NLP/opus-mt-de-en)"}
     return {"backtranslation": BackTranslation()}
 
 

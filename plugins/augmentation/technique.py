@@ -47,11 +47,14 @@ log = logging.getLogger(__name__)
 
 @hookimpl
 def autobert_search_space(space):
-    augmenters = registered(space.hooks, space.settings)
+    unavailable: dict[str, str] = {}
+    augmenters = registered(space.hooks, space.settings, unavailable)
     if not augmenters:
         return
     if space.suggest_categorical(RATIO, RATIOS) > 0:
-        method = space.suggest_categorical(METHOD, sorted(augmenters))
+        # A method that cannot run with the study's settings (back-translation without its models) is no choice;
+        # a study file asking for it is refused with the method's own reason.
+        method = space.suggest_categorical(METHOD, sorted(augmenters), unavailable=unavailable)
         augmenters[method].search_space(space)
 
 
@@ -139,10 +142,10 @@ def autobert_modify_datasets(datasets, run):
 # --------------------------------------------------------------------------
 
 
-def registered(hooks: Any, settings: dict[str, Any]) -> dict[str, Any]:
+def registered(hooks: Any, settings: dict[str, Any], unavailable: dict[str, str] | None = None) -> dict[str, Any]:
     """``{name: augmenter}`` from every plugin's ``autobert_augmenters(settings)`` (see
-    :func:`autobert.augmenters.registered_augmenters`)."""
-    return registered_augmenters(hooks, settings)
+    :func:`autobert.augmenters.registered_augmenters`); methods that cannot run go to ``unavailable``."""
+    return registered_augmenters(hooks, settings, unavailable)
 
 
 # --------------------------------------------------------------------------
