@@ -192,22 +192,31 @@ def top_up(scores: np.ndarray, maskable: np.ndarray, budget: int, share: float, 
     return selected
 
 
-class EntropyMasking(MaskingStrategy):
-    """Mask the tokens whose masking most changes a task model's predictive entropy."""
+class TaskGuidedMasking(MaskingStrategy):
+    """A strategy that masks what a task model finds important: ``share_param`` of the budget, the rest at random.
 
+    Its masks depend on the task model (part of the stage-cache identity); its
+    preparation builds cache entries of the kinds ``task-model`` and ``mask``.
+    """
+
+    share_param = SHARE
     share = 1.0
 
-    def __init__(self):
-        self.scores: list[np.ndarray] | None = None
-
     def search_space(self, space):
-        space.suggest_float(SHARE, 0.5, 1.0, step=0.25, valid="(0, 1]")
+        space.suggest_float(self.share_param, 0.5, 1.0, step=0.25, valid="(0, 1]")
 
     def identity(self, params, run=None):
         found = super().identity(params, run)
         if run is not None:
             found["task_model"] = task_model_summary(run)
         return found
+
+
+class EntropyMasking(TaskGuidedMasking):
+    """Mask the tokens whose masking most changes a task model's predictive entropy."""
+
+    def __init__(self):
+        self.scores: list[np.ndarray] | None = None
 
     def prepare(self, context: MaskingContext) -> None:
         from autobert.services import tokenizer_identity

@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from autobert.masking import MaskingContext, MaskingStrategy
-from autobert.plugins.masking.entropy import MASK, cached, load_scores, save_scores, task_model, task_model_key
+from autobert.masking import MaskingContext
+from autobert.plugins.masking.entropy import (MASK, TaskGuidedMasking, cached, load_scores, save_scores, task_model,
+                                              task_model_key)
 
 SHARE = "masking.selective_share"
 THRESHOLD = "masking.selective_threshold"
@@ -186,23 +187,17 @@ def select_marked(probabilities: np.ndarray, maskable: np.ndarray, budget: int, 
     return top_up(probabilities, maskable, budget, share, rng, eligible=probabilities > 0.5)
 
 
-class SelectiveMasking(MaskingStrategy):
+class SelectiveMasking(TaskGuidedMasking):
     """Mask the tokens a masker, trained on the buffer procedure's labels, marks important."""
 
-    share = 1.0
+    share_param = SHARE
 
     def __init__(self):
         self.probabilities: list[np.ndarray] | None = None
 
-    def search_space(self, space):
-        space.suggest_float(SHARE, 0.5, 1.0, step=0.25, valid="(0, 1]")
-
     def identity(self, params, run=None):
         found = super().identity(params, run)
         if run is not None:
-            from autobert.plugins.masking.entropy import task_model_summary
-
-            found["task_model"] = task_model_summary(run)
             found["masker"] = {k: run.settings.get(k, v) for k, v in DEFAULTS.items()}
         return found
 
