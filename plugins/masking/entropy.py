@@ -89,7 +89,7 @@ def train_task_model(datasets: dict[str, Any], run: Any, folder: Path) -> None:
 def task_model_key(context: MaskingContext) -> str:
     """The cache name's key of the task model a stage's strategy would train."""
     from autobert.services import fingerprint
-    from autobert.stage_cache import cache_key
+    from autobert import cache_key
 
     train = context.datasets["train"]
     train_print = fingerprint([str(t) for t in train["text"]], [int(y) for y in train["label"]])
@@ -220,7 +220,7 @@ class EntropyMasking(TaskGuidedMasking):
 
     def prepare(self, context: MaskingContext) -> None:
         from autobert.services import tokenizer_identity
-        from autobert.stage_cache import cache_key
+        from autobert import cache_key
 
         run = context.run
         self.share = float(context.params.get(SHARE, 1.0))

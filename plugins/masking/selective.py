@@ -204,7 +204,7 @@ class SelectiveMasking(TaskGuidedMasking):
     def prepare(self, context: MaskingContext) -> None:
         from autobert.masking import encode_corpus
         from autobert.services import tokenizer_identity
-        from autobert.stage_cache import cache_key
+        from autobert import cache_key
 
         run = context.run
         self.share = float(context.params.get(SHARE, 1.0))
