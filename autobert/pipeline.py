@@ -16,7 +16,6 @@ import shutil
 import tempfile
 import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -366,17 +365,18 @@ def run_subtrial(
     data = TaskData(splits=splits, label_names=list(run.label_names), fingerprints={})
     settings = subtrial_settings(run, techniques)
     seed = run.seed if seed is None else seed
-    # The recipe is given whole: the study's parameter overrides (a fixed `distillation.enabled: true`, which
-    # the teacher's `False` would contradict) are dropped, its settings kept.
+    # The recipe is given whole, so it replaces the study's parameter overrides: each parameter is fixed at its
+    # value (a teacher's `distillation.enabled: False` where the study fixes it on, a task model's learning rate
+    # outside finetune's range), so nothing contradicts it. The settings are kept.
     declared = declared_settings(pm)
     sections = {name: {key: value for key, value in section.items() if f"{name}.{key}" in declared}
                 for name, section in run.study.techniques.items()}
+    for name, value in params.items():
+        technique, _, short = name.partition(".")
+        sections.setdefault(technique, {})[short] = value
     study = run.study.model_copy(update={"seed": seed, "techniques": sections})
-    with warnings.catch_warnings():
-        # A recipe value may lie outside the technique's default range (a task model's fixed learning rate).
-        warnings.filterwarnings("ignore", message=".*is out of the range of the distribution")
-        return run_pipeline(study, FixedTrial(dict(params), number=getattr(run.trial, "number", 0)), pm, data,
-                            seed=seed, save_to=save_to, settings=settings)
+    return run_pipeline(study, FixedTrial(dict(params), number=getattr(run.trial, "number", 0)), pm, data,
+                        seed=seed, save_to=save_to, settings=settings)
 
 
 class BatchFit:

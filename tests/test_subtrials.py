@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 import pytest
 from optuna.trial import FixedTrial
@@ -74,6 +76,21 @@ def test_a_teacher_trained_without_a_technique_is_not_served_to_a_trial_with_it(
     run_pipeline(study, FixedTrial(DISTILLED), manager("finetune", "distillation", recorder=recorder), data)
 
     assert teachers(study) == 2 and len(recorder.runs) == 2  # its own teacher, trained with the recorder
+
+
+def test_a_teacher_replays_its_recipe_where_the_study_fixes_distillation_on(tmp_path):
+    # The study fixes `distillation.enabled: true` and a learning rate past finetune's default range; the
+    # teacher's recipe (distillation off, that rate) replaces the overrides instead of contradicting them.
+    study = load_study(write_study(tmp_path, n_train=48, n_validation=16, only=["finetune", "distillation"],
+                                   techniques={"finetune": FINETUNE, "distillation": {"enabled": True}}))
+    pm = manager("finetune", "distillation")
+    data = validate_study(study, pm)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*out of the range")  # Optuna's, for a value past a range
+        run_pipeline(study, FixedTrial(DISTILLED), pm, data)
+
+    assert teachers(study) == 1
 
 
 def test_a_sub_trial_of_named_techniques_runs_only_those_and_reports_its_value(study):
