@@ -91,6 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this kind of entry (stage, teacher, task-model, masker, mask, augmentation, or a plugin's)")
     p.add_argument("--older-than", type=float, metavar="DAYS", help="prune: entries unused for this many days")
     p.add_argument("--all", action="store_true", help="prune: every entry")
+
+    p = sub.add_parser("portfolio", help="score candidate recipes on several task studies and choose a portfolio "
+                                         "of them (the warm start of later studies)")
+    psub = p.add_subparsers(dest="portfolio_command", required=True)
+    q = psub.add_parser("evaluate", help="run every candidate on every task study; each score is an Optuna trial, "
+                                         "so the same command resumes")
+    q.add_argument("tasks", nargs="+", help="task study YAML files (model, data, max_length, ...)")
+    q.add_argument("--candidates", nargs="+", default=[], type=Path, metavar="FILE",
+                   help="portfolio or candidate files (`recipes:` lists) or frozen configs (best.yaml)")
+    q.add_argument("--from-study", nargs=2, action="append", default=[], metavar=("STORAGE", "NAME"),
+                   help="also the best recipes of this finished study (repeatable)")
+    q.add_argument("--top", type=int, default=3, help="recipes taken from each --from-study (default 3)")
+    q.add_argument("--seeds", type=_seed_list, default=[0], metavar="S1,S2,...", help="seeds per (recipe, task)")
+    q.add_argument("--storage", required=True, help="Optuna storage URL for the scores (sqlite:///, journal:///, ...)")
+    q.add_argument("--name", default="portfolio", help="the evaluation's name (its task studies are NAME.TASK)")
+    _device_arg(q)
+    q = psub.add_parser("build", help="choose --size recipes greedily from a stored evaluation and write a portfolio")
+    q.add_argument("--storage", required=True, help="the storage `portfolio evaluate` wrote to")
+    q.add_argument("--name", default="portfolio")
+    q.add_argument("--size", type=_positive, required=True, metavar="K", help="recipes in the portfolio")
+    q.add_argument("--output", "-o", type=Path, required=True, help="the portfolio YAML file to write")
+    q.add_argument("--exclude", action="append", default=[], metavar="TASK",
+                   help="leave a task out (e.g. the one the portfolio will be tested on); repeatable")
     return parser
 
 
@@ -457,7 +480,82 @@ def _age(seconds: float) -> str:
     return f"{max(seconds, 0):.0f} s"
 
 
-COMMANDS = {"search": cmd_search, "train": cmd_train, "best": cmd_best, "validate": cmd_validate, "plugins": cmd_plugins,
+def cmd_portfolio(args) -> int:
+    from autobert import portfolio
+
+    if args.portfolio_command == "evaluate":
+        return _portfolio_evaluate(args)
+    matrix = portfolio.read_matrix(args.storage, args.name)
+    unknown = sorted(set(args.exclude) - set(matrix.tasks))
+    if unknown:
+        raise ConfigError("--exclude", [f"no task {', '.join(unknown)} in evaluation {args.name!r}; its tasks are "
+                                        f"{', '.join(matrix.tasks)}"])
+    from autobert.ablate import declared_ablations
+    from autobert.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    off = {name: d.off for name, d in declared_ablations(pm).items() if d.off}
+    built = portfolio.build(matrix, args.size, exclude=args.exclude, off=off, techniques=pm.techniques)
+    path = portfolio.write_portfolio(built, args.output)
+    table = Table(title=f"portfolio of {len(built.recipes)} (coverage {built.provenance['coverage']:.2f}; best single "
+                        f"recipe {built.provenance['best_single']['coverage']:.2f})")
+    table.add_column("recipe")
+    tasks = built.provenance["tasks"]
+    for task in tasks:
+        table.add_column(task, justify="right")
+    for recipe in built.recipes:
+        table.add_row(recipe.name, *(f"{v:.4f}" if (v := matrix.mean(t, recipe.name)) is not None else "—" for t in tasks))
+    console.print(table)
+    console.print(f"techniques that won a place: {', '.join(built.provenance['techniques_won']) or '—'}; not chosen: "
+                  f"{', '.join(built.provenance['techniques_not_chosen']) or '—'}")
+    console.print(f"portfolio written to [bold]{path}[/]; use it with `warm_start: {path}` in a study file")
+    return 0
+
+
+def _portfolio_evaluate(args) -> int:
+    from autobert import portfolio
+    from autobert.config import load_study
+    from autobert.device import select_device
+    from autobert.pipeline import quiet_transformers
+
+    select_device(args.device)
+    quiet_transformers()
+    problems, candidates = [], []
+    for path in args.candidates:
+        try:
+            candidates += portfolio.load_recipes(path).recipes
+        except ConfigError as exc:
+            problems += [f"{path}: {p}" for p in exc.problems]
+    for storage, name in args.from_study:
+        try:
+            candidates += portfolio.candidates_from_study(storage, name, args.top)
+        except AutobertError as exc:
+            problems.append(f"--from-study {storage} {name}: {exc}")
+    tasks = []
+    for path in args.tasks:
+        try:
+            tasks.append(load_study(path))
+        except ConfigError as exc:
+            problems += [f"{path}: {p}" for p in exc.problems]
+    names = [c.name for c in candidates]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(f"candidate name(s) {', '.join(repeated)} given twice; rename them so each score has one owner")
+    if not candidates and not problems:
+        problems.append("no candidates: give --candidates FILE ... and/or --from-study STORAGE NAME")
+    if problems:
+        raise ConfigError("portfolio evaluate", problems)
+    console.print(f"[bold]{len(candidates)}[/] candidate(s) x {len(tasks)} task(s) x {len(args.seeds)} seed(s); "
+                  f"scores in {args.storage} (evaluation {args.name!r})")
+    counts = portfolio.evaluate(candidates, tasks, args.seeds, args.storage, name=args.name,
+                                say=lambda m: console.print(m, markup=False, highlight=False))
+    console.print(f"{counts['run']} run, {counts['stored']} already stored, {counts['skipped']} skipped, "
+                  f"{counts['failed']} failed; choose a portfolio with `autobert portfolio build --storage "
+                  f"{args.storage} --name {args.name} --size K --output FILE`")
+    return 0 if not counts["failed"] else 1
+
+
+COMMANDS = {"portfolio": cmd_portfolio, "search": cmd_search, "train": cmd_train, "best": cmd_best, "validate": cmd_validate, "plugins": cmd_plugins,
             "report": cmd_report, "cache": cmd_cache, "ablate": cmd_ablate}
 
 

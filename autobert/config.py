@@ -112,6 +112,20 @@ class HeartbeatConfig(_Model):
         return self
 
 
+class StudyRef(_Model):
+    """An earlier study: its storage URL and name."""
+
+    storage: str
+    name: str
+
+
+class WarmStartStudies(_Model):
+    """Warm start from earlier studies: their ``top`` best recipes each."""
+
+    studies: list[StudyRef] = Field(min_length=1)
+    top: int = Field(default=3, ge=1)
+
+
 class Provenance(_Model):
     study: str
     trial: int
@@ -144,6 +158,9 @@ class StudyConfig(_Model):
     evaluations_per_epoch: int = Field(default=1, ge=1)
     budget: BudgetConfig = BudgetConfig()
     finalists: FinalistsConfig = FinalistsConfig()
+    # The first trials: `builtin` (the portfolio shipped with autobert), `none`, a portfolio file, or
+    # {studies: [{storage, name}], top: K} (earlier studies' best recipes); see autobert.warm_start.
+    warm_start: Literal["builtin", "none"] | str | WarmStartStudies = "builtin"
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     storage: str | None = None
@@ -196,6 +213,11 @@ class StudyConfig(_Model):
     @classmethod
     def _finalists_off(cls, v: Any) -> Any:
         return {"share": 0} if v is None or v is False or v == "none" else v
+
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _warm_start_off(cls, v: Any) -> Any:
+        return "none" if v is None or v is False else v
 
     @field_validator("pruner", mode="before")
     @classmethod
@@ -512,4 +534,6 @@ def relocate(config: StudyConfig, new_dir: Path) -> dict[str, Any]:
         data["output_dir"] = move(data["output_dir"])
     if data.get("cache_dir"):
         data["cache_dir"] = move(data["cache_dir"])
+    if isinstance(data.get("warm_start"), str) and data["warm_start"] not in ("builtin", "none"):
+        data["warm_start"] = move(data["warm_start"])
     return data

@@ -130,6 +130,10 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
         + (f", {counts['finalist']} finalist run(s)" if counts.get("finalist") else "")
         + f"; {total_seconds / 60:.1f} min of trials"
     )
+    warm = study.user_attrs.get("warm_start") or {}
+    if warm.get("enqueued"):
+        caption += (f"\nwarm start from {warm.get('source')}: {len(warm['enqueued'])} recipe(s) ran first"
+                    + (f", {len(warm['skipped'])} skipped" if warm.get("skipped") else ""))
     finalist_rows = {r["trial"]: r for r in finalists(study)}
     if len(finalist_rows) >= 2:
         # The winner is the best finalist by its fresh seeds' mean: the finalists lead, in that order.
@@ -166,8 +170,9 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
             row = finalist_rows.get(t.number)
             spread.append(f"{row['mean']:.4f} (seeds {', '.join(row['seed_values'])})" if row else "")
         predicted = t.user_attrs.get("predicted_seconds")
+        warm = t.user_attrs.get("warm_start")
         table.add_row(
-            str(rank), str(t.number), f"{t.value:.4f}", *spread, f"{t.user_attrs.get('seconds', 0):.0f}s",
+            str(rank), str(t.number) + (f"\n[dim]warm start: {warm}[/]" if warm else ""), f"{t.value:.4f}", *spread, f"{t.user_attrs.get('seconds', 0):.0f}s",
             f"{predicted:.0f}s" if predicted is not None else "",
             _recipe({n: t.params[n] for n in names if n in t.params}),
         )

@@ -167,15 +167,18 @@ class Planner:
         incumbent = best[0].user_attrs.get("seconds") if best else None
         return budget.admission_cap(self.main_budget, self.main_deadline - now, incumbent)
 
-    def refusal(self, prediction: Prediction, finalist: bool, variant: bool = False) -> str | None:
+    def refusal(self, prediction: Prediction, finalist: bool, variant: bool = False, warm: bool = False) -> str | None:
         """Why a trial predicted to cost ``prediction`` must not start now, or ``None`` when it may.
 
         A cheaper variant made while no recipe has completed yet may use the
         time left: it is already the sampled recipe at its cheapest, and the
-        search needs one finished trial to calibrate its predictions on.
+        search needs one finished trial to calibrate its predictions on. A
+        warm-start recipe (:mod:`autobert.warm_start`) may use the time left
+        too: the cap guards against the sampler's expensive guesses, and a
+        portfolio recipe is no guess.
         """
         cap = self.cap(finalist)
-        if variant and not search_trials(self.opened) and self.main_deadline is not None:
+        if (warm or (variant and not search_trials(self.opened))) and self.main_deadline is not None:
             cap = self.main_deadline - time.monotonic()
         if prediction.seconds <= cap:
             if not finalist:

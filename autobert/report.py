@@ -242,7 +242,9 @@ def _table(study: optuna.Study, metric: str, top: int) -> str:
     head = ["rank", "trial", metric] + (["mean ± std", "seeds"] if multi else []) + ["time", "recipe"]
     rows = []
     for rank, t in enumerate(ranked, 1):
-        cells = [str(rank), str(t.number), f"{t.value:.4f}"]
+        warm = t.user_attrs.get("warm_start")
+        cells = [str(rank), str(t.number) + (f"<br><small>warm start: {html.escape(str(warm))}</small>" if warm else ""),
+                 f"{t.value:.4f}"]
         if multi:
             values = list(_seed_values(t).values())
             mean, std = mean_std(values) if values else (math.nan, math.nan)
@@ -283,6 +285,12 @@ def render_html(study: optuna.Study, config: StudyConfig, figures: list[Figure],
         f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
         f"<h2>Top recipes</h2>{_table(study, config.metric, top)}",
     ]
+    warm = study.user_attrs.get("warm_start") or {}
+    if warm.get("enqueued") or warm.get("skipped"):
+        skipped = "; ".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in (warm.get("skipped") or {}).items())
+        parts.append(f"<p>Warm start from {html.escape(str(warm.get('source')))}: "
+                     f"{html.escape(', '.join(warm.get('enqueued') or [])) or 'no recipe'} ran first"
+                     + (f"; skipped: {skipped}" if skipped else "") + ".</p>")
     for figure in figures:
         parts.append(f"<h2 id='{figure.key}'>{html.escape(figure.title)}</h2><figure>")
         if figure.png is not None:

@@ -17,7 +17,7 @@ import autobert
 from autobert.config import FrozenConfig, StudyConfig, dump_yaml, relocate, write_atomic
 from autobert.data import TaskData
 from autobert.errors import AutobertError, ConfigError, PluginError, TrialFailed
-from autobert import budget
+from autobert import budget, warm_start
 from autobert.pipeline import Progress, TrialResult, draw_params, mean_std, run_seeds
 from autobert.planner import Planner, finalists, is_finalist, is_skipped, winner
 from autobert.plugin_manager import PluginManager, get_plugin_manager
@@ -228,7 +228,8 @@ def make_objective(
                 trial.set_user_attr("predicted_work", round(prediction.work, 1))
                 trial.set_user_attr("cost_terms", {k: round(v, 1) for k, v in prediction.terms.items() if v})
                 trial.set_user_attr("runs", len(run_seeds_))
-                refusal = planner.refusal(prediction, finalist_seed is not None, "variant_of" in trial.user_attrs)
+                refusal = planner.refusal(prediction, finalist_seed is not None, "variant_of" in trial.user_attrs,
+                                          warm_start.is_warm_start(trial))
                 if refusal:
                     variant = None if finalist_seed is not None else planner.cheaper_variant(params, prediction)
                     if variant is not None:
@@ -366,6 +367,7 @@ def run_search(
         stored = stored_definitions(study, pm, opened) if keep_stored_space else None
         if lock is not None and lock.held:
             recover_dead_trials(opened, study.heartbeat.retries, study.study_dir)
+        warm_start.enqueue(study, opened, pm, lambda message: _say(progress, message))
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         planner = Planner(study, pm, data, opened, timeout, n_trials if timeout else None)
         planner.prior()  # the throughput probe, before the clock matters
@@ -416,6 +418,7 @@ def init_study(study: StudyConfig, pm: PluginManager, storage: str | None = None
     problems = changed_space(study, pm, opened)
     if problems:
         raise ConfigError("study file", problems)
+    warm_start.enqueue(study, opened, pm)  # here, once, rather than by whichever worker starts first
     return opened
 
 

@@ -73,6 +73,10 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
                 + "; remove the key or fix its spelling"
             )
 
+    from autobert.warm_start import problems as warm_start_problems
+
+    problems.extend(warm_start_problems(study))
+
     metrics = metric_names(pm)
     owners: dict[str, list[str]] = {}
     for impl in pm.hook.autobert_metrics.get_hookimpls():

@@ -61,7 +61,7 @@ def _arguments(output_dir: str, seed: int, recipe: dict[str, Any], group_by_leng
 
 
 def train(paths: dict[str, str], model: str, recipe: dict[str, Any] | None = None, *, seed: int = 0,
-          group_by_length: bool = False, save_to: str | None = None) -> dict[str, Any]:
+          group_by_length: bool = False, save_to: str | None = None, num_labels: int = 2) -> dict[str, Any]:
     """Fine-tune ``model`` once on ``paths["train"]``; score validation (each epoch) and test (at the end).
 
     Returns ``{"validation": acc, "test": acc or None, "seconds": s, "train_seconds": s,
@@ -76,7 +76,7 @@ def train(paths: dict[str, str], model: str, recipe: dict[str, Any] | None = Non
     splits = load_splits(paths, tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(
-            model=AutoModelForSequenceClassification.from_pretrained(model, num_labels=2),
+            model=AutoModelForSequenceClassification.from_pretrained(model, num_labels=num_labels),
             args=_arguments(tmp, seed, recipe, group_by_length), train_dataset=splits["train"],
             eval_dataset=splits["validation"], processing_class=tokenizer,
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_accuracy,
@@ -94,7 +94,7 @@ def train(paths: dict[str, str], model: str, recipe: dict[str, Any] | None = Non
 
 
 def hyperparameter_search(paths: dict[str, str], model: str, *, timeout: float, storage: str,
-                          sampler_seed: int = 0, max_trials: int = 1000) -> Any:
+                          sampler_seed: int = 0, max_trials: int = 1000, num_labels: int = 2) -> Any:
     """``Trainer.hyperparameter_search`` (Optuna backend, default space, Optuna's default median pruner).
 
     Stops starting trials after ``timeout`` seconds, like ``autobert search --timeout``;
@@ -109,7 +109,7 @@ def hyperparameter_search(paths: dict[str, str], model: str, *, timeout: float, 
     splits = load_splits({k: v for k, v in paths.items() if k != "test"}, tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(
-            model_init=lambda *_: AutoModelForSequenceClassification.from_pretrained(model, num_labels=2),
+            model_init=lambda *_: AutoModelForSequenceClassification.from_pretrained(model, num_labels=num_labels),
             args=_arguments(tmp, 0, DEFAULT_RECIPE, False), train_dataset=splits["train"],
             eval_dataset=splits["validation"], processing_class=tokenizer,
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_accuracy,

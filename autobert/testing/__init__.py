@@ -115,6 +115,8 @@ def write_study(
         "max_length": 32,
         "budget": {"trials": 2},
         "pruner": {"name": "none"},
+        # Tests of other behaviour draw from the sampler alone; tests/test_portfolio.py covers the warm start.
+        "warm_start": "none",
         "techniques": {"finetune": {"learning_rate": {"low": 1e-4, "high": 5e-3, "log": True}, "epochs": 3,
                                     "batch_size": 16, "warmup_ratio": 0.0}},
     }
