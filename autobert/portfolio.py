@@ -347,7 +347,8 @@ def evaluate(candidates: list[Recipe], tasks: list[Any], seeds: list[int], stora
             for stray in opened.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
                 # Queued by an evaluation that was stopped: Optuna would run it before ours.
                 opened._storage.set_trial_state_values(stray._trial_id, optuna.trial.TrialState.FAIL)
-            opened.enqueue_trial(fitted.params, user_attrs={"candidate": recipe.name})
+            # The recipe as the candidate gave it: what a portfolio carries, not what the sampler filled in.
+            opened.enqueue_trial(fitted.params, user_attrs={"candidate": recipe.name, "recipe": recipe.params})
             opened.optimize(objective, n_trials=1, catch=(TrialFailed,))
             trial = next((t for t in reversed(opened.get_trials(deepcopy=False))
                           if t.user_attrs.get("candidate") == recipe.name), None)
@@ -454,7 +455,7 @@ def read_matrix(storage: str, name: str = "portfolio") -> ScoreMatrix:
                 continue
             values.setdefault(task, {}).setdefault(candidate, []).append(float(trial.value))
             seconds.setdefault(task, {})[candidate] = float(trial.user_attrs.get("seconds", 0.0))
-            params.setdefault(candidate, dict(trial.params))
+            params.setdefault(candidate, dict(trial.user_attrs.get("recipe") or trial.params))
             meta["seeds"].add(int(trial.user_attrs.get("seed", 0)))
     if not values:
         raise AutobertError(f"no portfolio evaluation named {name!r} in {shown(storage)}; run `autobert portfolio "

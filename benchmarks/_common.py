@@ -44,3 +44,17 @@ def write_report(path: Path, lines: list[str]) -> None:
 def fixed_params(techniques: dict) -> set[str]:
     """The ``technique.param`` names a study's ``techniques`` fix to one value (neither a range nor a list)."""
     return {f"{t}.{k}" for t, values in techniques.items() for k, v in values.items() if not isinstance(v, (dict, list))}
+
+
+def t_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95 % t interval (nan bounds with fewer than two)."""
+    import math
+    import statistics
+
+    from scipy import stats
+
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half

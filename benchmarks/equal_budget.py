@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -43,7 +42,7 @@ import yaml
 
 import autobert
 import plain_trainer
-from _common import ROOT, SST2, sample, write_report  # benchmarks/ is on sys.path when run as a script
+from _common import ROOT, SST2, sample, t_interval, write_report  # benchmarks/ is on sys.path when run as a script
 from run import FRESH_SEEDS, MODEL, best_so_far, counts, describe, run_hp_search, step_curves, trial_seconds
 
 from autobert.config import StudyConfig, load_frozen
@@ -95,16 +94,6 @@ def run_autobert(work: Path, data: dict, seeds: list[int], budget: float, space:
             "finalists": frozen.provenance.finalists, "predicted_vs_actual": predicted,
             "test": tests, "validation": [r.value for r in result.results], "retrain_seconds": retrain,
             "curve": best_so_far([t for t in trials if "finalist_of" not in t.user_attrs])}
-
-
-def t_interval(diffs: list[float]) -> tuple[float, float, float]:
-    from scipy import stats
-
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return mean, mean - half, mean + half
 
 
 def merge(paths: list[Path], output: Path) -> int:

