@@ -22,6 +22,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from autobert.cli import main
 from autobert.config import dump_yaml, load_frozen, load_study
 from autobert.errors import ConfigError
+from autobert.stage_cache import StageCache
 from autobert.pipeline import TrialRun, load_tokenizer, run_pipeline
 from autobert.plugin_manager import get_plugin_manager
 from autobert.plugins import knowledge
@@ -225,7 +226,7 @@ def test_without_a_source_knowledge_searches_nothing_and_with_one_it_searches_it
 
 
 def test_it_wraps_a_pooling_head_and_keeps_the_encoder_findable(task):
-    from autobert.plugins._layers import find_encoder
+    from autobert.services import find_encoder
     from autobert.heads._pooled_model import AutobertPooledForSequenceClassification
     from autobert.plugins.multitask import cls_vectors
 
@@ -253,7 +254,8 @@ def test_distillation_teacher_reads_the_vectors_too(task):
     result = run_pipeline(study, FixedTrial(p), pm, task.data)
 
     assert result.steps == 25
-    assert list((study.study_dir / "cache" / "distillation").glob("*/logits.npy"))
+    (teacher,) = StageCache(study.cache_path).entries("teacher")
+    assert (teacher.path / "logits.npy").is_file()
 
 
 def test_autobert_train_reproduces_the_trial_and_the_export_predicts_with_vectors(tmp_path):

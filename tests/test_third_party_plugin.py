@@ -128,7 +128,8 @@ def test_plugins_lists_the_technique_with_its_distribution_and_space(example_dis
     assert entry is not None, f"label_smoothing is not listed; found {[e['name'] for e in listing]}"
     assert entry["module"] == "autobert_label_smoothing"
     assert entry["source"] == f"{example_distribution.metadata['Name']} {example_distribution.version}"
-    assert entry["parameters"] == [{"name": FACTOR, "kind": "float", "low": 0.0, "high": 0.2, "log": False}]
+    assert entry["parameters"] == [{"name": FACTOR, "kind": "float", "low": 0.0, "high": 0.2, "log": False,
+                                    "valid": "[0, 1)"}]
 
 
 def test_search_records_the_factor_in_every_trial(studies):

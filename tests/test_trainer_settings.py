@@ -173,7 +173,7 @@ def test_further_pretraining_teachers_and_fine_tuning_all_train_in_the_studys_pr
         kinds = sorted({name for name, _ in trained})
         assert kinds == ["StageTrainer", "_AutobertTrainer"] and len(trained) == 3, trained  # stage, teacher, student
         assert all(bf16 == (precision == "bf16") for _, bf16 in trained), trained
-        stages[precision] = {e.key for e in StageCache(study.cache_path).entries("further_pretraining")}
+        stages[precision] = {e.key for e in StageCache(study.cache_path).entries("stage")}
     # A stage trained in bf16 is not served to an fp32 trial (nor the other way round).
     assert stages["fp32"] - stages["bf16"]
 
