@@ -393,6 +393,7 @@ def _timed_search(opened: optuna.Study, objective: Callable, planner: Planner, c
         planner.main_budget = planner.timeout
         planner.stop_reason = None
         opened.optimize(objective, catch=(TrialFailed,), callbacks=[*callbacks, planner])
+    discard_queued(opened, "not started: the search phase ended first")
     while (pick := planner.next_finalist_run()) is not None:
         trial, seed = pick
         prediction = planner.predict(trial.params, 1)
@@ -401,6 +402,25 @@ def _timed_search(opened: optuna.Study, objective: Callable, planner: Planner, c
             break
         opened.enqueue_trial(trial.params, user_attrs={"finalist_of": trial.number, "finalist_seed": seed})
         opened.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
+
+
+def discard_queued(opened: optuna.Study, reason: str) -> list[int]:
+    """End the queued trials that are not finalist runs (warm-start recipes, cheaper variants) as not started.
+
+    They belong to the search phase; left queued, Optuna would pop one before
+    the finalists' own runs. Returns their numbers.
+    """
+    from optuna.trial import TrialState
+
+    storage = opened._storage  # Optuna has no public call that ends a WAITING trial
+    ended = []
+    for t in opened.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if "finalist_of" in t.user_attrs:
+            continue
+        storage.set_trial_user_attr(t._trial_id, "not_started", reason)
+        storage.set_trial_state_values(t._trial_id, TrialState.PRUNED)
+        ended.append(t.number)
+    return ended
 
 
 def _say(progress: Progress | None, message: str) -> None:

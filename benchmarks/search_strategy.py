@@ -142,12 +142,12 @@ def counts(trials) -> str:
 
     states = [t.state for t in trials]
     skipped = sum("not_started" in t.user_attrs for t in trials)
-    finalists = sum("finalist_of" in t.user_attrs for t in trials)
-    warm = sum("warm_start" in t.user_attrs for t in trials)
+    finalists = sum("finalist_of" in t.user_attrs and t.state.is_finished() for t in trials)
+    warm = sum("warm_start" in t.user_attrs and "not_started" not in t.user_attrs for t in trials)
     return (f"{states.count(TrialState.COMPLETE) - finalists} complete, {states.count(TrialState.PRUNED) - skipped} pruned"
             + (f", {states.count(TrialState.FAIL)} failed" if TrialState.FAIL in states else "")
             + (f", {skipped} not started" if skipped else "") + (f", {finalists} finalist runs" if finalists else "")
-            + (f" ({warm} warm start)" if warm else ""))
+            + (f" ({warm} warm-start recipes run)" if warm else ""))
 
 
 def run_cell(task: str, system: str, budget: float, train_rows: int, size: int) -> dict:

@@ -236,3 +236,17 @@ def test_the_built_in_portfolio_ships_with_its_provenance():
     assert set(provenance["tasks"]) == {"sst2", "cr", "mpqa", "mr", "subj", "sst5"}
     assert provenance["coverage"] >= provenance["best_single"]["coverage"]
     assert "techniques_won" in provenance and "techniques_not_chosen" in provenance
+
+
+def test_queued_recipes_do_not_outlive_the_search_phase(tmp_path):
+    # Warm-start recipes still queued when a time budget's search phase ends would be run before the finalists'.
+    from autobert.search import discard_queued
+
+    opened = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    opened.enqueue_trial({"x": 1}, user_attrs={"warm_start": "late"})
+    opened.enqueue_trial({"x": 2}, user_attrs={"finalist_of": 0, "finalist_seed": 1})
+    assert discard_queued(opened, "not started: the search phase ended first") == [0]
+    late, finalist = opened.get_trials(deepcopy=False)
+    assert late.state == TrialState.PRUNED and late.user_attrs["not_started"].endswith("ended first")
+    assert finalist.state == TrialState.WAITING
+    assert opened.ask().number == 1  # the finalist run is what the next trial runs
