@@ -331,7 +331,8 @@ def evaluate(candidates: list[Recipe], tasks: list[Any], seeds: list[int], stora
     for recipe in candidates:
         for task, seed, pm, effective, off, opened, objective in prepared:
             trials = opened.get_trials(deepcopy=False)
-            if any(_candidate(t, trials) == recipe.name and t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+            if any(_candidate(t, trials) == recipe.name and t.state == optuna.trial.TrialState.COMPLETE
+                   and t.user_attrs.get("seed") == seed for t in trials):
                 counts["stored"] += 1
                 continue
             fitted = fit_recipe(recipe, effective, off, pm.techniques)
