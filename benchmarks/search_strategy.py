@@ -297,12 +297,11 @@ def cmd_report(args) -> int:
             cells_t.append("not run" if r is None else
                            f"{100 * statistics.fmean(r['test']):.1f} ± {100 * statistics.stdev(r['test']):.1f}")
         lines.append(f"| {t} | " + " | ".join(cells_t) + " |")
-    overall = []
-    for s in systems:
-        done = [cells[(t, s)] for t in tasks if (t, s) in cells]
-        overall.append(f"{100 * statistics.fmean(statistics.fmean(r['test']) for r in done):.1f}"
-                       + ("" if len(done) == len(tasks) else f" ({len(done)} of {len(tasks)} tasks)") if done else "—")
-    lines.append("| **mean over tasks** | " + " | ".join(overall) + " |")
+    common = [t for t in tasks if all((t, s) in cells for s in systems)]  # a mean compares like with like
+    if common:
+        overall = [f"{100 * statistics.fmean(statistics.fmean(cells[(t, s)]['test']) for t in common):.1f}"
+                   for s in systems]
+        lines.append(f"| **mean over {', '.join(common)}** | " + " | ".join(overall) + " |")
 
     if "hp" in systems:
         lines += ["", "## Paired differences against `Trainer.hyperparameter_search` (test, points)", "",
@@ -347,7 +346,9 @@ def cmd_report(args) -> int:
     if missing:
         lines += ["", f"Cells not run at {budget:g} s: {', '.join(missing)}."]
     plot(cells, tasks, systems, args.output)
-    lines += ["", f"![test accuracy per task and system]({args.output.stem}.png)"]
+    plot_budget(rows, args.output)
+    lines += ["", f"![test accuracy per task and system]({args.output.stem}.png)", "",
+              f"![test accuracy against search time]({args.output.stem}-budget.png)"]
     write_report(args.output, lines)
     args.output.with_suffix(".json").write_text(json.dumps({"cells": rows}, indent=1, default=str), encoding="utf-8")
     return 0
@@ -377,6 +378,36 @@ def plot(cells: dict, tasks: list[str], systems: list[str], output: Path) -> Non
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(output.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+
+
+def plot_budget(rows: list[dict], output: Path) -> None:
+    """Each cell's fresh-seed test accuracy against the search seconds it used, one colour per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(11, 3.2), sharex=True)
+    for ax, task in zip(axes, TASKS):
+        for i, system in enumerate(SYSTEMS):
+            found = [r for r in rows if r["task"] == task and r["system"] == system]
+            if found:
+                ax.errorbar([r["search_seconds"] for r in found], [100 * statistics.fmean(r["test"]) for r in found],
+                            yerr=[100 * statistics.stdev(r["test"]) for r in found], fmt="o", color=f"C{i}",
+                            label=LABELS[system], capsize=3)
+        ax.set_title(task)
+        ax.set_xlabel("search seconds used")
+    axes[0].set_ylabel("test accuracy (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=len(SYSTEMS))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(output.with_name(output.stem + "-budget.png"), dpi=120)
     plt.close(fig)
 
 
