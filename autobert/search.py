@@ -417,6 +417,8 @@ def discard_queued(opened: optuna.Study, reason: str) -> list[int]:
     for t in opened.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if "finalist_of" in t.user_attrs:
             continue
+        if not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):  # dated, like any trial run
+            continue  # another worker took it
         storage.set_trial_user_attr(t._trial_id, "not_started", reason)
         storage.set_trial_state_values(t._trial_id, TrialState.PRUNED)
         ended.append(t.number)

@@ -134,7 +134,7 @@ def curve(trials) -> list[tuple[float, float | None]]:
     """Best validation value so far after each search trial (finalist re-runs left out)."""
     from run import best_so_far
 
-    return best_so_far([t for t in trials if "finalist_of" not in t.user_attrs])
+    return best_so_far([t for t in trials if "finalist_of" not in t.user_attrs and t.datetime_start is not None])
 
 
 def counts(trials) -> str:

@@ -248,5 +248,6 @@ def test_queued_recipes_do_not_outlive_the_search_phase(tmp_path):
     assert discard_queued(opened, "not started: the search phase ended first") == [0]
     late, finalist = opened.get_trials(deepcopy=False)
     assert late.state == TrialState.PRUNED and late.user_attrs["not_started"].endswith("ended first")
+    assert late.datetime_start is not None and late.datetime_complete is not None  # dated like any other trial
     assert finalist.state == TrialState.WAITING
     assert opened.ask().number == 1  # the finalist run is what the next trial runs
