@@ -297,10 +297,11 @@ def cmd_report(args) -> int:
             cells_t.append("not run" if r is None else
                            f"{100 * statistics.fmean(r['test']):.1f} ± {100 * statistics.stdev(r['test']):.1f}")
         lines.append(f"| {t} | " + " | ".join(cells_t) + " |")
-    common = [t for t in tasks if all((t, s) in cells for s in systems)]  # a mean compares like with like
+    # A mean compares like with like: over the tasks where both the baseline search and autobert ran.
+    common = [t for t in tasks if all((t, s) in cells for s in ("hp", "warm") if s in systems)]
     if common:
         overall = [f"{100 * statistics.fmean(statistics.fmean(cells[(t, s)]['test']) for t in common):.1f}"
-                   for s in systems]
+                   if all((t, s) in cells for t in common) else "—" for s in systems]
         lines.append(f"| **mean over {', '.join(common)}** | " + " | ".join(overall) + " |")
 
     if "hp" in systems:
