@@ -93,6 +93,11 @@ def declared_ablations(pm: PluginManager) -> dict[str, Declaration]:
     return found
 
 
+def off_values(pm: PluginManager) -> dict[str, dict[str, Any]]:
+    """``{technique: its off values}`` of every enabled technique that declares them."""
+    return {name: d.off for name, d in declared_ablations(pm).items() if d.off}
+
+
 def uses(params: Mapping[str, Any], declaration: Declaration) -> bool:
     """Whether a recipe uses the technique: one of its off parameters is drawn, with another value."""
     return any(key in params and params[key] != value for key, value in (declaration.off or {}).items())

@@ -490,12 +490,11 @@ def cmd_portfolio(args) -> int:
     if unknown:
         raise ConfigError("--exclude", [f"no task {', '.join(unknown)} in evaluation {args.name!r}; its tasks are "
                                         f"{', '.join(matrix.tasks)}"])
-    from autobert.ablate import declared_ablations
+    from autobert.ablate import off_values
     from autobert.plugin_manager import get_plugin_manager
 
     pm = get_plugin_manager()
-    off = {name: d.off for name, d in declared_ablations(pm).items() if d.off}
-    built = portfolio.build(matrix, args.size, exclude=args.exclude, off=off, techniques=pm.techniques)
+    built = portfolio.build(matrix, args.size, exclude=args.exclude, off=off_values(pm), techniques=pm.techniques)
     path = portfolio.write_portfolio(built, args.output)
     table = Table(title=f"portfolio of {len(built.recipes)} (coverage {built.provenance['coverage']:.2f}; best single "
                         f"recipe {built.provenance['best_single']['coverage']:.2f})")

@@ -247,9 +247,9 @@ class Planner:
 
     def _declarations(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         if not hasattr(self, "_declared"):
-            from autobert.ablate import declared_ablations
+            from autobert.ablate import off_values
 
-            self._declared = {name: d.off for name, d in declared_ablations(self.pm).items() if d.off}
+            self._declared = off_values(self.pm)
             self._effective = self.pm.effective_space(self.study.overrides).effective
         return self._declared, self._effective
 

@@ -259,15 +259,14 @@ def fit_recipe(recipe: Recipe, effective: Mapping[str, Any], off: Mapping[str, M
 
 def study_space(study: Any, pm: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A study's effective space and its techniques' off values."""
-    from autobert.ablate import declared_ablations
+    from autobert.ablate import off_values
 
     from autobert.plugin_manager import get_plugin_manager
 
     effective = pm.effective_space(study.overrides).effective
     # Every installed technique's off values, enabled here or not: a recipe that names a technique the study
     # does not enable, at its off value, does not need it.
-    off = {name: d.off for name, d in declared_ablations(get_plugin_manager()).items() if d.off}
-    off.update({name: d.off for name, d in declared_ablations(pm).items() if d.off})
+    off = {**off_values(get_plugin_manager()), **off_values(pm)}
     return effective, off
 
 
@@ -306,7 +305,7 @@ def evaluate(candidates: list[Recipe], tasks: list[Any], seeds: list[int], stora
     from autobert.config import PrunerConfig, SamplerConfig
     from autobert.data import load_task_data
     from autobert.errors import TrialFailed
-    from autobert.search import make_objective, open_study, plugin_manager_for
+    from autobert.search import discard_queued, make_objective, open_study, plugin_manager_for
 
     counts = {"run": 0, "stored": 0, "skipped": 0, "failed": 0}
     prepared = []
@@ -345,9 +344,8 @@ def evaluate(candidates: list[Recipe], tasks: list[Any], seeds: list[int], stora
                 continue
             for note in fitted.adjusted if first_seed else ():
                 say(f"{task.name}: candidate {recipe.name}: {note}")
-            for stray in opened.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-                # Queued by an evaluation that was stopped: Optuna would run it before ours.
-                opened._storage.set_trial_state_values(stray._trial_id, optuna.trial.TrialState.FAIL)
+            # Queued by an evaluation that was stopped: Optuna would run it before ours.
+            discard_queued(opened, "not started: queued by an evaluation that was stopped")
             # The recipe as the candidate gave it: what a portfolio carries, not what the sampler filled in.
             opened.enqueue_trial(fitted.params, user_attrs={"candidate": recipe.name, "recipe": recipe.params})
             opened.optimize(objective, n_trials=1, catch=(TrialFailed,))

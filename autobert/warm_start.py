@@ -63,14 +63,14 @@ def enqueue(study: Any, opened: Any, pm: Any, say: Callable[[str], None] = lambd
                 continue
             key = repr(sorted(fitted.params.items()))
             if key in seen:
-                record["skipped"][recipe.name] = "the same as an earlier recipe once fitted to this space"
-                say(f"warm start: {recipe.name} skipped: the same as an earlier recipe once fitted to this space")
+                record["skipped"][recipe.name] = reason = "the same as an earlier recipe once fitted to this space"
+                say(f"warm start: {recipe.name} skipped: {reason}")
                 continue
             seen.add(key)
             if fitted.adjusted:
                 record["adjusted"][recipe.name] = fitted.adjusted
                 say(f"warm start: {recipe.name} adjusted: {'; '.join(fitted.adjusted)}")
-            opened.enqueue_trial(fitted.params, user_attrs={ATTR: recipe.name}, skip_if_exists=True)
+            opened.enqueue_trial(fitted.params, user_attrs={ATTR: recipe.name})
             record["enqueued"].append(recipe.name)
         say(f"warm start from {description}: {len(record['enqueued'])} recipe(s) enqueued"
             + (f", {len(record['skipped'])} skipped" if record["skipped"] else ""))

@@ -98,26 +98,37 @@ def evaluate(args) -> int:
     return 0
 
 
+def scored_matrix(storage: str = STORAGE):
+    """The stored score matrix of the candidates scored on every task, and the names of the others.
+
+    Each candidate's parameters are its own recipe from the candidates file (scores stored before trials kept
+    it carry what the sampler filled in too); a candidate not scored on every task is left out, not counted
+    as the worst.
+    """
+    from autobert.portfolio import load_recipes, read_matrix
+
+    matrix = read_matrix(storage, NAME)
+    given = {r.name: r.params for r in load_recipes(CANDIDATES).recipes}
+    matrix.params.update({c: given[c] for c in matrix.params if c in given})
+    complete = [c for c in matrix.candidates if all(matrix.mean(t, c) is not None for t in matrix.tasks)]
+    incomplete = sorted(set(matrix.candidates) - set(complete))
+    for task in matrix.values:
+        matrix.values[task] = {c: v for c, v in matrix.values[task].items() if c in complete}
+    matrix.params = {c: p for c, p in matrix.params.items() if c in complete}
+    return matrix, incomplete
+
+
 def build(args) -> int:
     from autobert import __version__
     from autobert.plugin_manager import get_plugin_manager
-    from autobert.portfolio import (BUILTIN, build as choose, leave_one_task_out, load_recipes, read_matrix, study_space,
-                                    write_portfolio)
+    from autobert.portfolio import BUILTIN, build as choose, leave_one_task_out, study_space, write_portfolio
     from autobert.config import load_study
 
     import optuna
     import torch
     import transformers
 
-    matrix = read_matrix(STORAGE, NAME)
-    # Scores stored before trials kept their candidate's own recipe: the candidates file says what each named.
-    given = {r.name: r.params for r in load_recipes(CANDIDATES).recipes}
-    matrix.params.update({c: given[c] for c in matrix.params if c in given})
-    complete = [c for c in matrix.candidates if all(matrix.mean(t, c) is not None for t in matrix.tasks)]
-    incomplete = sorted(set(matrix.candidates) - set(complete))
-    for task in matrix.values:  # a candidate not scored on every task is left out, not counted as the worst
-        matrix.values[task] = {c: v for c, v in matrix.values[task].items() if c in complete}
-    matrix.params = {c: p for c, p in matrix.params.items() if c in complete}
+    matrix, incomplete = scored_matrix(STORAGE)
     pm = get_plugin_manager()
     _, off = study_space(load_study(WORK / f"{matrix.tasks[0]}.yaml"), pm)
     prepared = json.loads((WORK / "prepared.json").read_text(encoding="utf-8"))

