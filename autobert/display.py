@@ -12,8 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autobert.aggregate import mean_std
-from autobert.planner import finalists
-from autobert.search import trial_summary
+from autobert.planner import finalists, trial_summary
 
 
 class SearchProgress:

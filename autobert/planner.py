@@ -42,7 +42,9 @@ def search_trials(opened: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in opened.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not is_finalist(t)]
 
 
-def _ranked(opened: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def ranked_search_trials(opened: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed search trials, best first (finalist re-runs excluded): what the planner, the warm start from an
+    earlier study and ``autobert portfolio evaluate --from-study`` rank."""
     maximize = opened.direction == optuna.study.StudyDirection.MAXIMIZE
     return sorted(search_trials(opened), key=lambda t: t.value, reverse=maximize)
 
@@ -82,7 +84,7 @@ def finalists(opened: optuna.Study) -> list[dict[str, Any]]:
 
 def winner(opened: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The recipe to export: the best finalist by its fresh-seed mean when two or more ran, else the best trial."""
-    ranked = _ranked(opened)
+    ranked = ranked_search_trials(opened)
     if not ranked:
         return None
     rows = finalists(opened)
@@ -163,7 +165,7 @@ class Planner:
         now = time.monotonic()
         if finalist:
             return self.deadline - now
-        best = _ranked(self.opened)
+        best = ranked_search_trials(self.opened)
         incumbent = best[0].user_attrs.get("seconds") if best else None
         return budget.admission_cap(self.main_budget, self.main_deadline - now, incumbent)
 
@@ -296,7 +298,7 @@ class Planner:
             return None
         top: list[optuna.trial.FrozenTrial] = []
         seen = set()
-        for t in _ranked(self.opened):
+        for t in ranked_search_trials(self.opened):
             key = repr(sorted(t.params.items()))
             if key not in seen:
                 seen.add(key)
@@ -314,4 +316,17 @@ class Planner:
         return None
 
 
-__all__ = ["Planner", "winner", "finalists", "finalist_values", "is_finalist", "is_skipped", "search_trials"]
+
+
+def trial_summary(opened: optuna.Study) -> dict[str, int]:
+    """Trials by state; ``skipped`` (refused by the time budget, never started) and ``finalist`` runs apart."""
+    counts = {state.name.lower(): 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+    counts.update(skipped=0, finalist=0)
+    for t in opened.get_trials(deepcopy=False):
+        kind = "skipped" if is_skipped(t) else "finalist" if is_finalist(t) and t.state == TrialState.COMPLETE else t.state.name.lower()
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+__all__ = ["Planner", "winner", "finalists", "finalist_values", "is_finalist", "is_skipped", "search_trials", "ranked_search_trials",
+           "trial_summary"]

@@ -152,10 +152,10 @@ def candidates_from_study(storage: str, name: str, top: int, base_dir: Path | No
         raise
     except Exception as exc:
         raise AutobertError(f"cannot open storage {shown(storage)} for study {name!r}: {exc}") from None
-    from autobert.planner import _ranked
+    from autobert.planner import ranked_search_trials
 
     recipes, seen = [], set()
-    for trial in _ranked(opened):
+    for trial in ranked_search_trials(opened):
         key = repr(sorted(trial.params.items()))
         if key in seen:
             continue

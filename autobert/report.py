@@ -268,7 +268,7 @@ figcaption { color: #555; font-size: 0.9em; }
 
 
 def render_html(study: optuna.Study, config: StudyConfig, figures: list[Figure], top: int = 10) -> str:
-    from autobert.search import trial_summary
+    from autobert.planner import trial_summary
 
     counts = trial_summary(study)
     seconds = sum(t.user_attrs.get("seconds", 0) for t in study.get_trials(deepcopy=False))

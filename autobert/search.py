@@ -19,7 +19,7 @@ from autobert.data import TaskData
 from autobert.errors import AutobertError, ConfigError, PluginError, TrialFailed
 from autobert import budget, warm_start
 from autobert.pipeline import Progress, TrialResult, draw_params, mean_std, run_seeds
-from autobert.planner import Planner, finalists, is_finalist, is_skipped, winner
+from autobert.planner import Planner, finalists, trial_summary, winner
 from autobert.plugin_manager import PluginManager, get_plugin_manager
 from autobert.settings import declared_settings, relocated_settings
 from autobert.storage import SQLiteWorkerLock, open_storage, recover_dead_trials, shown, storage_kind, storage_problem
@@ -515,16 +515,6 @@ def export_best(study: StudyConfig, opened: optuna.Study, pm: PluginManager, dat
 
 def replay_trial(frozen: FrozenConfig) -> optuna.trial.FixedTrial:
     return optuna.trial.FixedTrial(frozen.params, number=frozen.provenance.trial)
-
-
-def trial_summary(opened: optuna.Study) -> dict[str, int]:
-    """Trials by state; ``skipped`` (refused by the time budget, never started) and ``finalist`` runs apart."""
-    counts = {state.name.lower(): 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
-    counts.update(skipped=0, finalist=0)
-    for t in opened.get_trials(deepcopy=False):
-        kind = "skipped" if is_skipped(t) else "finalist" if is_finalist(t) and t.state == TrialState.COMPLETE else t.state.name.lower()
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts
 
 
 __all__ = [

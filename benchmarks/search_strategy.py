@@ -252,53 +252,31 @@ def _recipe(row: dict) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(keep.items()))
 
 
-def cmd_report(args) -> int:
-    rows = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(args.out.glob("*.json"))]
-    if not rows:
-        print(f"no cells in {args.out}", file=sys.stderr)
-        return 1
-    budget = max(r["budget"] for r in rows)
-    cells = {(r["task"], r["system"]): r for r in rows if r["budget"] == budget}
+def _test(r: dict) -> str:
+    return f"{100 * statistics.fmean(r['test']):.1f} ± {100 * statistics.stdev(r['test']):.1f}"
+
+
+def budget_section(budget: float, cells: dict) -> list[str]:
+    """The tables for one budget: test accuracy, paired differences against the hyperparameter search, and what
+    each search did. ``cells`` maps (task, system) to a cell run at this budget."""
     tasks = [t for t in TASKS if any((t, s) in cells for s in SYSTEMS)]
     systems = [s for s in SYSTEMS if any((t, s) in cells for t in tasks)]
-    first = rows[0]
-    lines = [
-        "# Search strategies across tasks at equal budgets (MiniLM)",
-        "",
-        f"Run on {first['date']}: {first['versions']}. Cells ran two at a time, each process pinned to its own core "
-        "with one torch thread (`OMP_NUM_THREADS=1 taskset -c N`), paired so that the systems compared ran side by side; "
-        "other work (the test suite of a parallel change) shared the machine at lower priority, so wall-clock budgets "
-        "bought somewhat less than on an idle machine, for every system alike.",
-        f"Data: {', '.join(tasks)} from `../shared/data`, each training set sub-sampled to {first['train_rows']} rows "
-        "(seed 1; empty texts dropped), full validation (searched on) and test (winners only). Encoder all-MiniLM-L6-v2, "
-        f"max length 64. Budget: {budget:g} s of search wall time per system (the third-budget arm: {budget / 3:.0f} s). "
-        f"Winners re-trained on seeds {', '.join(map(str, FRESH_SEEDS))} and scored on test.",
-        "The warm start is leave-one-task-out: the portfolio used on a task was built by `benchmarks/portfolio.py`'s "
-        "greedy choice from the score matrix of the *other* tasks only.",
-        "Command per cell: `python benchmarks/search_strategy.py run --task T --system S --budget B`; report: "
-        "`python benchmarks/search_strategy.py report`.",
-        "",
-        "## Test accuracy (%, mean ± std over 5 fresh seeds)",
-        "",
-        "| task | " + " | ".join(LABELS[s] for s in systems) + " |",
-        "|---|" + "---:|" * len(systems),
-    ]
+    lines = [f"## {budget:g} s of search per system"
+             + (f" (the third-budget arm: {budget / 3:.0f} s)" if "warm-third" in systems else ""), "",
+             "### Test accuracy (%, mean ± std over 5 fresh seeds)", "",
+             "| task | " + " | ".join(LABELS[s] for s in systems) + " |", "|---|" + "---:|" * len(systems)]
     for t in tasks:
-        cells_t = []
-        for s in systems:
-            r = cells.get((t, s))
-            cells_t.append("not run" if r is None else
-                           f"{100 * statistics.fmean(r['test']):.1f} ± {100 * statistics.stdev(r['test']):.1f}")
-        lines.append(f"| {t} | " + " | ".join(cells_t) + " |")
-    # A mean compares like with like: over the tasks where both the baseline search and autobert ran.
-    common = [t for t in tasks if all((t, s) in cells for s in ("hp", "warm") if s in systems)]
-    if common:
+        lines.append(f"| {t} | " + " | ".join("not run" if (t, s) not in cells else _test(cells[(t, s)])
+                                              for s in systems) + " |")
+    # A mean compares like with like: over the tasks where every system ran.
+    common = [t for t in tasks if all((t, s) in cells for s in systems if s != "default")]
+    if len(common) > 1:
         overall = [f"{100 * statistics.fmean(statistics.fmean(cells[(t, s)]['test']) for t in common):.1f}"
                    if all((t, s) in cells for t in common) else "—" for s in systems]
         lines.append(f"| **mean over {', '.join(common)}** | " + " | ".join(overall) + " |")
 
     if "hp" in systems:
-        lines += ["", "## Paired differences against `Trainer.hyperparameter_search` (test, points)", "",
+        lines += ["", "### Paired differences against `Trainer.hyperparameter_search` at this budget (test, points)", "",
                   "Seed by seed on the same fresh seeds; per task a 95 % t interval over 5 seeds, overall over all "
                   "task × seed pairs.", "",
                   "| system | " + " | ".join(tasks) + " | overall |", "|---|" + "---:|" * (len(tasks) + 1)]
@@ -322,7 +300,7 @@ def cmd_report(args) -> int:
                 parts.append("—")
             lines.append(f"| {LABELS[s]} | " + " | ".join(parts) + " |")
 
-    lines += ["", "## What each search did", "",
+    lines += ["", "### What each search did", "",
               "| task | system | search s | trials | best validation in search (%) | winning recipe |",
               "|---|---|---:|---|---:|---|"]
     for t in tasks:
@@ -339,11 +317,49 @@ def cmd_report(args) -> int:
     missing = [f"{t}/{s}" for t in TASKS for s in SYSTEMS if (t, s) not in cells]
     if missing:
         lines += ["", f"Cells not run at {budget:g} s: {', '.join(missing)}."]
-    plot(cells, tasks, systems, args.output)
+    return lines
+
+
+def cmd_report(args) -> int:
+    rows = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(args.out.glob("*.json"))]
+    if not rows:
+        print(f"no cells in {args.out}", file=sys.stderr)
+        return 1
+    budgets = sorted({r["budget"] for r in rows})
+    tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
+    first = rows[0]
+    lines = [
+        "# Search strategies across tasks at equal budgets (MiniLM)",
+        "",
+        f"Run on {first['date']}: {first['versions']}. Cells ran two at a time, each process pinned to its own core "
+        "with one torch thread (`OMP_NUM_THREADS=1 taskset -c N`), paired so that the systems compared ran side by "
+        "side.",
+        f"Data: {', '.join(tasks)} from `../shared/data`, each training set sub-sampled to {first['train_rows']} rows "
+        "(seed 1; empty texts dropped), full validation (searched on) and test (winners only). Encoder "
+        f"all-MiniLM-L6-v2, max length 64. Budgets: {', '.join(f'{b:g} s' for b in budgets)} of search wall time per "
+        f"system. Winners re-trained on seeds {', '.join(map(str, FRESH_SEEDS))} and scored on test.",
+        "The warm start is leave-one-task-out: the portfolio used on a task was built by `benchmarks/portfolio.py`'s "
+        "greedy choice from the score matrix of the *other* tasks only.",
+        "Command per cell: `python benchmarks/search_strategy.py run --task T --system S --budget B`; report: "
+        "`python benchmarks/search_strategy.py report` (it keeps the hand-written *Reading* section below).",
+        "",
+    ]
+    for budget in budgets:
+        lines += budget_section(budget, {(r["task"], r["system"]): r for r in rows if r["budget"] == budget}) + [""]
+    plot({(r["task"], r["system"]): r for r in rows if r["budget"] == budgets[-1]}, tasks,
+         [s for s in SYSTEMS if any(r["system"] == s and r["budget"] == budgets[-1] for r in rows)], args.output)
     plot_budget(rows, args.output)
-    lines += ["", f"![test accuracy per task and system]({args.output.stem}.png)", "",
+    lines += [f"![test accuracy per task and system at {budgets[-1]:g} s]({args.output.stem}.png)", "",
               f"![test accuracy against search time]({args.output.stem}-budget.png)"]
+    reading = ""
+    if args.output.exists():
+        old = args.output.read_text(encoding="utf-8")
+        if "\n## Reading" in old:
+            reading = old[old.index("\n## Reading"):]
     write_report(args.output, lines)
+    if reading:
+        with args.output.open("a", encoding="utf-8") as f:
+            f.write(reading)
     args.output.with_suffix(".json").write_text(json.dumps({"cells": rows}, indent=1, default=str), encoding="utf-8")
     return 0
 
