@@ -131,6 +131,23 @@ def test_a_recipe_over_the_cap_runs_as_its_cheaper_variant(tiny_study):
                {k: v for k, v in t.params.items() if k != "slow.enabled"}
 
 
+def test_a_warm_start_recipe_over_the_budget_runs_as_its_cheaper_variant_and_keeps_its_mark(tiny_study, tmp_path):
+    # A portfolio recipe that needs the slow stage cannot fit 20 s: its cheaper variant runs, and the leaderboard
+    # still says which portfolio recipe it came from and what was cut.
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"recipes": [{"name": "slow-one", "params": {
+        "finetune.learning_rate": 2e-3, "slow.enabled": True}}]}))
+    study = load_study(tiny_study(only=["finetune"], budget={"timeout": 20}, finalists="none", warm_start="mine.yaml",
+                                  sampler={"name": "random", "seed": 3}))
+    slow = SlowButSwitchable()
+    pm = with_technique("slow", slow)
+    opened = run_search(study, pm, validate_study(study, pm), timeout=20, n_trials=2)
+    first, variant = opened.trials[:2]
+    assert first.user_attrs["warm_start"] == "slow-one" and "not_started" in first.user_attrs
+    assert variant.user_attrs["variant_of"] == first.number and variant.state == TrialState.COMPLETE
+    assert variant.user_attrs["warm_start"] == "slow-one (slow off)"
+    assert variant.params == {**first.params, "slow.enabled": False} and slow.ran == 0
+
+
 class Sleeper:
     """A technique that makes every training step slow, unbeknown to the cost model."""
 
