@@ -465,16 +465,23 @@ def read_matrix(storage: str, name: str = "portfolio") -> ScoreMatrix:
 
 def greedy(normalised: Mapping[str, Mapping[str, float]], size: int) -> list[str]:
     """Choose ``size`` candidates one by one, each time the one that most raises the mean over tasks of the
-    best normalised score in the portfolio (ties: the earlier name)."""
+    best normalised score in the portfolio.
+
+    Ties, as when the portfolio already holds the best candidate of every task and no pick can raise its
+    coverage, go to the candidate with the higher mean normalised score (the one most likely to do well on a
+    task it was not scored on), then to the earlier name.
+    """
     tasks = sorted(normalised)
     candidates = sorted({c for scores in normalised.values() for c in scores})
+    overall = {c: statistics.fmean(normalised[t].get(c, 0.0) for t in tasks) for c in candidates}
     chosen: list[str] = []
     best = {t: 0.0 for t in tasks}
     while len(chosen) < min(size, len(candidates)):
         def gain(c: str) -> float:
             return statistics.fmean(max(best[t], normalised[t].get(c, 0.0)) for t in tasks)
 
-        pick = max((c for c in candidates if c not in chosen), key=lambda c: (round(gain(c), 12), [-ord(x) for x in c]))
+        pick = max((c for c in candidates if c not in chosen),
+                   key=lambda c: (round(gain(c), 12), round(overall[c], 12), [-ord(x) for x in c]))
         chosen.append(pick)
         best = {t: max(best[t], normalised[t].get(pick, 0.0)) for t in tasks}
     return chosen

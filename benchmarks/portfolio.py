@@ -167,7 +167,7 @@ def build(args) -> int:
         "| candidate | " + " | ".join(matrix.tasks) + " | mean normalised | seconds (mean) |",
         "|---|" + "---:|" * (len(matrix.tasks) + 2),
     ]
-    for c in sorted(complete, key=lambda c: -sum(normalised[t][c] for t in matrix.tasks)):
+    for c in sorted(matrix.candidates, key=lambda c: -sum(normalised[t][c] for t in matrix.tasks)):
         mean_norm = sum(normalised[t][c] for t in matrix.tasks) / len(matrix.tasks)
         secs = sum(matrix.seconds[t].get(c, 0) for t in matrix.tasks) / len(matrix.tasks)
         mark = " **(chosen)**" if c in [r.name for r in portfolio.recipes] else ""

@@ -93,6 +93,18 @@ def test_greedy_portfolio_covers_the_tasks_better_than_any_single_recipe():
     assert build(matrix, 2).provenance["coverage"] == pytest.approx(coverage(normalised, chosen), abs=1e-4)
 
 
+def test_once_every_task_is_covered_the_next_pick_is_the_best_overall_not_the_first_name():
+    # a and b are each the best on one task: after them no pick raises the coverage. "aa" is poor everywhere,
+    # "z" second-best everywhere: z is the more useful third recipe, whatever the alphabet says.
+    matrix = ScoreMatrix(
+        values={"t1": {"a": [0.9], "b": [0.5], "aa": [0.1], "z": [0.6]},
+                "t2": {"a": [0.5], "b": [0.9], "aa": [0.1], "z": [0.6]}},
+        params={c: {} for c in ("a", "b", "aa", "z")}, directions={"t1": "maximize", "t2": "maximize"}, seconds={})
+    normalised = matrix.normalised()
+    assert sorted(greedy(normalised, 2)) == ["a", "b"] and coverage(normalised, ["a", "b"]) == pytest.approx(1.0)
+    assert greedy(normalised, 3)[2] == "z"
+
+
 def test_leave_one_task_out_builds_each_portfolio_without_its_task():
     matrix = ScoreMatrix(
         values={"t1": {"a": [0.9], "b": [0.1]}, "t2": {"a": [0.8], "b": [0.2]}, "t3": {"a": [0.1], "b": [0.9]}},
