@@ -374,7 +374,7 @@ def plot(cells: dict, tasks: list[str], systems: list[str], output: Path) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
     width = 0.8 / max(len(systems), 1)
     for i, s in enumerate(systems):
         xs, ys, es = [], [], []
@@ -389,7 +389,7 @@ def plot(cells: dict, tasks: list[str], systems: list[str], output: Path) -> Non
     low = min((100 * min(r["test"]) for r in cells.values()), default=0)
     ax.set_ylim(max(0, low - 8), 100)
     ax.set_ylabel("test accuracy, 5 fresh seeds (%)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)  # below: bars stay visible
     fig.tight_layout()
     fig.savefig(output.with_suffix(".png"), dpi=120)
     plt.close(fig)
