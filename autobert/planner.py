@@ -49,6 +49,21 @@ def ranked_search_trials(opened: optuna.Study) -> list[optuna.trial.FrozenTrial]
     return sorted(search_trials(opened), key=lambda t: t.value, reverse=maximize)
 
 
+def top_distinct_trials(opened: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
+    """The best ``top`` search trials with distinct recipes (a recipe run twice counts once, at its best):
+    the finalists, and the recipes ``--from-study`` and a warm start from an earlier study take."""
+    found: list[optuna.trial.FrozenTrial] = []
+    seen = set()
+    for t in ranked_search_trials(opened):
+        if len(found) == top:
+            break
+        key = repr(sorted(t.params.items()))
+        if key not in seen:
+            seen.add(key)
+            found.append(t)
+    return found
+
+
 def finalist_values(opened: optuna.Study) -> dict[int, dict[str, float]]:
     """``{search trial number: {fresh seed: value}}`` from the completed finalist runs."""
     found: dict[int, dict[str, float]] = {}
@@ -296,15 +311,7 @@ class Planner:
         """The next (recipe, fresh seed) to run: round by round over the top recipes, or ``None``."""
         if self.deadline is None or self.study.finalists.share <= 0:
             return None
-        top: list[optuna.trial.FrozenTrial] = []
-        seen = set()
-        for t in ranked_search_trials(self.opened):
-            key = repr(sorted(t.params.items()))
-            if key not in seen:
-                seen.add(key)
-                top.append(t)
-            if len(top) == self.study.finalists.top:
-                break
+        top = top_distinct_trials(self.opened, self.study.finalists.top)
         if len(top) < 2:
             return None
         taken = {(int(t.user_attrs["finalist_of"]), int(t.user_attrs["finalist_seed"]))
@@ -314,8 +321,6 @@ class Planner:
                 if (t.number, seed) not in taken:
                     return t, seed
         return None
-
-
 
 
 def trial_summary(opened: optuna.Study) -> dict[str, int]:
@@ -328,5 +333,5 @@ def trial_summary(opened: optuna.Study) -> dict[str, int]:
     return counts
 
 
-__all__ = ["Planner", "winner", "finalists", "finalist_values", "is_finalist", "is_skipped", "search_trials", "ranked_search_trials",
-           "trial_summary"]
+__all__ = ["Planner", "winner", "finalists", "finalist_values", "is_finalist", "is_skipped", "search_trials",
+           "ranked_search_trials", "top_distinct_trials", "trial_summary"]

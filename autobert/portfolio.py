@@ -152,18 +152,10 @@ def candidates_from_study(storage: str, name: str, top: int, base_dir: Path | No
         raise
     except Exception as exc:
         raise AutobertError(f"cannot open storage {shown(storage)} for study {name!r}: {exc}") from None
-    from autobert.planner import ranked_search_trials
+    from autobert.planner import top_distinct_trials
 
-    recipes, seen = [], set()
-    for trial in ranked_search_trials(opened):
-        key = repr(sorted(trial.params.items()))
-        if key in seen:
-            continue
-        seen.add(key)
-        recipes.append(Recipe(f"{name}#{trial.number}", dict(trial.params), f"{shown(storage)} {name}"))
-        if len(recipes) == top:
-            break
-    return recipes
+    return [Recipe(f"{name}#{t.number}", dict(t.params), f"{shown(storage)} {name}")
+            for t in top_distinct_trials(opened, top)]
 
 
 # ---------------------------------------------------------------------------

@@ -235,11 +235,12 @@ def make_objective(
                     if variant is not None:
                         # The cheaper variant runs next (any worker may take it): the sampler's choice, made affordable.
                         fitted, cheaper, changes = variant
+                        cut = ", ".join(changes)
                         attrs = {"variant_of": trial.number}
                         if warm_start.is_warm_start(trial):  # still the portfolio's recipe, cut to fit: say so
-                            attrs[warm_start.ATTR] = f"{trial.user_attrs[warm_start.ATTR]} ({', '.join(changes)})"
+                            attrs[warm_start.ATTR] = f"{trial.user_attrs[warm_start.ATTR]} ({cut})"
                         planner.opened.enqueue_trial(fitted, user_attrs=attrs)
-                        refusal += f"; its cheaper variant ({', '.join(changes)}: {cheaper.seconds:.0f}s) runs instead"
+                        refusal += f"; its cheaper variant ({cut}: {cheaper.seconds:.0f}s) runs instead"
                     elif finalist_seed is None and planner.first_may_run(prediction):
                         refusal = None  # already at its cheapest, and the search needs a first finished trial
                     if refusal:

@@ -345,13 +345,12 @@ def cmd_report(args) -> int:
         "`python benchmarks/search_strategy.py report` (it keeps the hand-written *Reading* section below).",
         "",
     ]
+    cells = {b: {(r["task"], r["system"]): r for r in rows if r["budget"] == b} for b in budgets}
     # The main budget has the most cells: the bar chart shows it, and its section names the cells missing.
-    main = max(budgets, key=lambda b: (sum(r["budget"] == b for r in rows), b))
+    main = max(budgets, key=lambda b: (len(cells[b]), b))
     for budget in budgets:
-        lines += budget_section(budget, {(r["task"], r["system"]): r for r in rows if r["budget"] == budget},
-                                list_missing=budget == main) + [""]
-    plot({(r["task"], r["system"]): r for r in rows if r["budget"] == main}, tasks,
-         [s for s in SYSTEMS if any(r["system"] == s and r["budget"] == main for r in rows)], args.output)
+        lines += budget_section(budget, cells[budget], list_missing=budget == main) + [""]
+    plot(cells[main], tasks, [s for s in SYSTEMS if any(system == s for _, system in cells[main])], args.output)
     plot_budget(rows, args.output)
     lines += [f"![test accuracy per task and system at {main:g} s]({args.output.stem}.png)", "",
               f"![test accuracy against the search budget]({args.output.stem}-budget.png)"]
@@ -409,7 +408,6 @@ def plot_budget(rows: list[dict], output: Path) -> None:
     import matplotlib.pyplot as plt
 
     methods = {"hp": ["hp"], "warm": ["warm", "warm-third"], "flat": ["flat"]}
-    names = {"hp": LABELS["hp"], "warm": LABELS["warm"], "flat": LABELS["flat"]}
     fig, axes = plt.subplots(1, len(TASKS), figsize=(11, 3.2), sharex=True)
     for ax, task in zip(axes, TASKS):
         for i, (method, systems) in enumerate(methods.items()):
@@ -417,7 +415,7 @@ def plot_budget(rows: list[dict], output: Path) -> None:
             if found:
                 ax.errorbar([given_budget(r) for r in found], [100 * statistics.fmean(r["test"]) for r in found],
                             yerr=[100 * statistics.stdev(r["test"]) for r in found], fmt="o-", color=f"C{i}",
-                            label=names[method], capsize=3)
+                            label=LABELS[method], capsize=3)
         default = [r for r in rows if r["task"] == task and r["system"] == "default"]
         if default:
             ax.axhline(100 * statistics.fmean(default[0]["test"]), color="grey", linestyle="--",
