@@ -143,7 +143,7 @@ def candidates_from_study(storage: str, name: str, top: int, base_dir: Path | No
     from autobert.storage import open_storage, shown
 
     try:
-        backend = open_storage(storage, lambda p: (base_dir or Path.cwd()) / p)
+        backend = open_storage(storage, lambda p: (base_dir or Path.cwd()) / p, must_exist=True)
         opened = optuna.load_study(study_name=name, storage=backend)
     except KeyError:
         raise AutobertError(f"no study named {name!r} in {shown(storage)}; check the name (`optuna studies "
@@ -421,7 +421,7 @@ def read_matrix(storage: str, name: str = "portfolio") -> ScoreMatrix:
     from autobert.storage import open_storage, shown
 
     try:
-        backend = open_storage(storage)
+        backend = open_storage(storage, must_exist=True)
         summaries = optuna.get_all_study_summaries(storage=backend)
     except Exception as exc:
         raise AutobertError(f"cannot read storage {shown(storage)}: {exc}") from None

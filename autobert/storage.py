@@ -202,7 +202,8 @@ class JournalStorageWithHeartbeat(JournalStorage, BaseHeartbeat):
 
 
 def open_storage(url: str, resolve: Callable[[str], Path] | None = None,
-                 heartbeat: HeartbeatConfig = HeartbeatConfig(), workdirs: Path | None = None) -> BaseStorage:
+                 heartbeat: HeartbeatConfig = HeartbeatConfig(), workdirs: Path | None = None,
+                 must_exist: bool = False) -> BaseStorage:
     """Open (creating the schema if needed) the storage at ``url``.
 
     Args:
@@ -210,12 +211,16 @@ def open_storage(url: str, resolve: Callable[[str], Path] | None = None,
         resolve: Turns a relative journal path into a path (e.g. relative to the study file).
         heartbeat: Heartbeat interval, grace period and retries (not used by SQLite).
         workdirs: The folder of the trials' temporary folders (a lost trial's is removed).
+        must_exist: For readers of stored studies (a warm start, a portfolio's scores): a SQLite or journal
+            file that does not exist is an error naming the path, not a new empty file.
 
     Raises:
         ConfigError: an unknown scheme, a missing database driver, a corrupt
             file, or a server that cannot be reached, each with what to do.
     """
     retry = _retry(heartbeat.retries, workdirs)
+    if must_exist:
+        _check_exists(url, resolve)
     if storage_kind(url) == "journal":
         return _open_journal((resolve or Path)(url.removeprefix("journal:").removeprefix("//")), heartbeat, retry)
     given = url
@@ -292,6 +297,22 @@ def storage_problem(url: str, exc: Exception) -> str:
                 f"reachable, and that the user and database exist ({SCALING_OUT} for a local PostgreSQL)")
     return (f"storage {shown(url)!r}: cannot open it ({type(exc).__name__}: {first}); check the URL, "
             "that the server is running, and that the path is writable")
+
+
+def _check_exists(url: str, resolve: Callable[[str], Path] | None) -> None:
+    kind = storage_kind(url)
+    if kind == "journal":
+        path = (resolve or Path)(url.removeprefix("journal:").removeprefix("//"))
+        where = "a relative journal path is relative to the study file"
+    elif kind == "sqlite" and url.removeprefix("sqlite:///") not in ("", ":memory:"):
+        path = Path(url.removeprefix("sqlite:///"))
+        where = "a relative SQLite path is relative to the current folder, as SQLAlchemy reads it"
+    else:
+        return
+    if not path.exists():
+        raise ConfigError("storage", [
+            f"storage {url!r}: no such file {path.absolute()} ({where}); check the path, or give it absolute"
+        ])
 
 
 def _check_sqlite_file(path: Path) -> None:

@@ -263,3 +263,16 @@ def test_queued_recipes_do_not_outlive_the_search_phase(tmp_path):
     assert late.datetime_start is not None and late.datetime_complete is not None  # dated like any other trial
     assert finalist.state == TrialState.WAITING
     assert opened.ask().number == 1  # the finalist run is what the next trial runs
+
+
+@pytest.mark.parametrize("url", ["sqlite:///{dir}/old/study.db", "journal:///{dir}/old/study.journal"])
+def test_a_warm_start_from_a_study_that_is_not_there_is_a_clear_error_and_creates_nothing(tmp_path, url):
+    from autobert.errors import AutobertError
+    from autobert.portfolio import candidates_from_study
+
+    url = url.format(dir=tmp_path)
+    with pytest.raises(ConfigError, match="no such file .*old/study"):
+        candidates_from_study(url, "sst2-quick", 2, tmp_path)
+    with pytest.raises(AutobertError, match="no such file"):
+        read_matrix(url)
+    assert not (tmp_path / "old").exists()  # no empty database left behind
