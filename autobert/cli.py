@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from autobert.budget import clear_stop, request_stop
+from autobert.run.clock import clear_stop, request_stop
 from autobert.errors import AutobertError, ConfigError
 
 console = Console()
@@ -155,10 +155,11 @@ def _seed_list(text: str) -> list[int]:
 
 def _prepare(args):
     """Load, check and return (study, plugin manager, data)."""
-    from autobert.config import load_study, with_lines
-    from autobert.device import precision_problems
-    from autobert.pipeline import quiet_transformers, reporting_problems
-    from autobert.search import plugin_manager_for, validate_study
+    from autobert.config.schema import load_study, with_lines
+    from autobert.run.device import precision_problems
+    from autobert.run.pipeline import quiet_transformers, reporting_problems
+    from autobert.study.search import plugin_manager_for
+    from autobert.study.validation import validate_study
 
     quiet_transformers()
     study = load_study(args.study)
@@ -179,20 +180,21 @@ def _prepare(args):
 
 
 def cmd_search(args) -> int:
-    from autobert.display import SearchProgress, leaderboard
-    from autobert.search import export_best, run_search, trial_summary
-    from autobert.storage import shown
+    from autobert.study.display import SearchProgress, leaderboard
+    from autobert.study.search import export_best, run_search
+    from autobert.strategy.planner import trial_summary
+    from autobert.store.storage import shown
 
-    from autobert.device import select_device
+    from autobert.run.device import select_device
 
     select_device(args.device)  # before anything touches CUDA
     study, pm, data = _prepare(args)
     if args.workers and not args.as_worker and not args.init_only:
-        from autobert.workers import run_workers
+        from autobert.study.workers import run_workers
 
         return run_workers(args, study, pm, data, console, err_console)
     if args.init_only:
-        from autobert.search import init_study
+        from autobert.study.search import init_study
 
         opened = init_study(study, pm, args.storage)
         console.print(f"[green]ready[/]: study {study.name!r} in {shown(args.storage or study.storage_url)} "
@@ -239,8 +241,8 @@ def cmd_search(args) -> int:
 
 
 def cmd_best(args) -> int:
-    from autobert.display import leaderboard
-    from autobert.search import export_best, open_study
+    from autobert.study.display import leaderboard
+    from autobert.study.search import export_best, open_study
 
     study, pm, data = _prepare(args)
     opened = open_study(study, args.storage)
@@ -258,13 +260,15 @@ def cmd_validate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from autobert.config import dump_yaml, load_frozen, relocate, with_lines, write_atomic
-    from autobert.data import load_task_data
-    from autobert.device import precision_problems, select_device
-    from autobert.model_card import write_model_card
-    from autobert.display import SearchProgress
-    from autobert.pipeline import mean_std, metric_names, quiet_transformers, run_seeds
-    from autobert.search import check_frozen, plugin_manager_for, replay_trial
+    from autobert.config.schema import dump_yaml, load_frozen, relocate, with_lines, write_atomic
+    from autobert.run.data import load_task_data
+    from autobert.run.device import precision_problems, select_device
+    from autobert.reporting.model_card import write_model_card
+    from autobert.study.display import SearchProgress
+    from autobert.run.aggregate import mean_std
+    from autobert.run.pipeline import metric_names, quiet_transformers, run_seeds
+    from autobert.study.validation import check_frozen
+    from autobert.study.search import plugin_manager_for, replay_trial
 
     select_device(args.device)  # before anything touches CUDA
     quiet_transformers()
@@ -342,13 +346,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from autobert.ablate import AblationProgress, default_output, plan, rich_table, run_ablation, write_outputs
-    from autobert.config import load_frozen
-    from autobert.data import load_task_data
-    from autobert.pipeline import quiet_transformers
-    from autobert.search import check_frozen, plugin_manager_for
-    from autobert.device import select_device
-    from autobert.storage import shown
+    from autobert.ablation.ablate import AblationProgress, default_output, plan, rich_table, run_ablation, write_outputs
+    from autobert.config.schema import load_frozen
+    from autobert.run.data import load_task_data
+    from autobert.run.pipeline import quiet_transformers
+    from autobert.study.validation import check_frozen
+    from autobert.study.search import plugin_manager_for
+    from autobert.run.device import select_device
+    from autobert.store.storage import shown
 
     select_device(args.device)  # before anything touches CUDA
     quiet_transformers()
@@ -387,8 +392,8 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from autobert.config import load_study
-    from autobert.report import write_report
+    from autobert.config.schema import load_study
+    from autobert.reporting.report import write_report
 
     study = load_study(args.study)
     html = write_report(study, output=args.output, storage=args.storage, top=args.top)
@@ -397,8 +402,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from autobert.plugin_manager import get_plugin_manager
-    from autobert.settings import declared_settings
+    from autobert.run.plugin_manager import get_plugin_manager
+    from autobert.config.settings import declared_settings
 
     pm = get_plugin_manager(disable=args.disable)
     report = pm.effective_space()
@@ -435,7 +440,7 @@ def cmd_plugins(args) -> int:
 def cmd_cache(args) -> int:
     import time
 
-    from autobert.config import load_study
+    from autobert.config.schema import load_study
     from autobert.stage_cache import StageCache
 
     target = Path(args.study)
@@ -481,7 +486,7 @@ def _age(seconds: float) -> str:
 
 
 def cmd_portfolio(args) -> int:
-    from autobert import portfolio
+    from autobert.strategy import portfolio
 
     if args.portfolio_command == "evaluate":
         return _portfolio_evaluate(args)
@@ -490,8 +495,8 @@ def cmd_portfolio(args) -> int:
     if unknown:
         raise ConfigError("--exclude", [f"no task {', '.join(unknown)} in evaluation {args.name!r}; its tasks are "
                                         f"{', '.join(matrix.tasks)}"])
-    from autobert.ablate import off_values
-    from autobert.plugin_manager import get_plugin_manager
+    from autobert.strategy.declarations import off_values
+    from autobert.run.plugin_manager import get_plugin_manager
 
     pm = get_plugin_manager()
     built = portfolio.build(matrix, args.size, exclude=args.exclude, off=off_values(pm), techniques=pm.techniques)
@@ -512,10 +517,10 @@ def cmd_portfolio(args) -> int:
 
 
 def _portfolio_evaluate(args) -> int:
-    from autobert import portfolio
-    from autobert.config import load_study
-    from autobert.device import select_device
-    from autobert.pipeline import quiet_transformers
+    from autobert.strategy import portfolio
+    from autobert.config.schema import load_study
+    from autobert.run.device import select_device
+    from autobert.run.pipeline import quiet_transformers
 
     select_device(args.device)
     quiet_transformers()
@@ -546,8 +551,10 @@ def _portfolio_evaluate(args) -> int:
         raise ConfigError("portfolio evaluate", problems)
     console.print(f"[bold]{len(candidates)}[/] candidate(s) x {len(tasks)} task(s) x {len(args.seeds)} seed(s); "
                   f"scores in {args.storage} (evaluation {args.name!r})")
-    counts = portfolio.evaluate(candidates, tasks, args.seeds, args.storage, name=args.name,
-                                say=lambda m: console.print(m, markup=False, highlight=False))
+    from autobert.study.portfolio import evaluate
+
+    counts = evaluate(candidates, tasks, args.seeds, args.storage, name=args.name,
+                      say=lambda m: console.print(m, markup=False, highlight=False))
     console.print(f"{counts['run']} run, {counts['stored']} already stored, {counts['skipped']} skipped, "
                   f"{counts['failed']} failed; choose a portfolio with `autobert portfolio build --storage "
                   f"{args.storage} --name {args.name} --size K --output FILE`")

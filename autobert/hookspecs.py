@@ -36,12 +36,18 @@ if TYPE_CHECKING:
     import torch
     from datasets import Dataset
 
-    from autobert.config import StudyConfig
+    from autobert.config.schema import StudyConfig
     from autobert.trial_run import TrialRun
-    from autobert.settings import Setting
-    from autobert.space import EffectiveSpace, SearchSpace
+    from autobert.config.settings import Setting
+    from autobert.config.space import EffectiveSpace, SearchSpace
 
 hookspec = pluggy.HookspecMarker("autobert")
+#: Marker for technique hook implementations: ``@autobert.hookimpl`` (defined here, beside the specs it implements).
+hookimpl = pluggy.HookimplMarker("autobert")
+
+#: A forward pass alone (evaluation, scoring, generation) costs about a third of a training pass: the unit a
+#: technique's ``autobert_trial_cost`` uses for work that only runs the model forward (``autobert.FORWARD_PASS``).
+FORWARD_PASS = 1 / 3
 
 
 # --------------------------------------------------------------------------

@@ -170,7 +170,7 @@ class MaskingStrategy:
 
 def strategy_key(strategy: MaskingStrategy, params: dict[str, Any], run: Any = None) -> str:
     """A short hash of :meth:`MaskingStrategy.identity`."""
-    from autobert import cache_key
+    from autobert.stage_cache import cache_key
 
     return cache_key(strategy.identity(params, run), 16)
 

@@ -1,7 +1,7 @@
 """The run object: everything a hook may know about the trial in progress.
 
 Light on purpose (no torch, no transformers): hookspecs, the public services
-and every technique import it. The engine (:mod:`autobert.pipeline`) builds
+and every technique import it. The engine (:mod:`autobert.run.pipeline`) builds
 one per run of a trial and hands it to the hooks as ``run``.
 """
 
@@ -41,7 +41,7 @@ class TrialRun:
             runs a sub-trial with :func:`autobert.services.train_model`, which
             uses it, instead of touching it.
         space: ``{"further_pretraining.task_steps": ParamSpec, ...}``: the
-            effective spec (:class:`autobert.space.ParamSpec`, after the study
+            effective spec (:class:`autobert.config.space.ParamSpec`, after the study
             file's overrides) of every parameter this trial drew, e.g. the
             range a technique saves intermediate results for. Techniques never
             read the overrides themselves.
@@ -62,13 +62,9 @@ class TrialRun:
     techniques: tuple[str, ...] = ()
     plugin_manager: Any = field(default=None, repr=False)
     space: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def precision_arguments(self) -> dict[str, Any]:
-        """``TrainingArguments`` keywords for the run's precision and device (``{"bf16": True}``, ...)."""
-        from autobert.device import trainer_arguments
-
-        return trainer_arguments(self.precision)
+    #: ``TrainingArguments`` keywords for the run's precision and device (``{"bf16": True}``, ...), filled in by the
+    #: engine for the process's device; a technique that builds a ``Trainer`` of its own passes them to it.
+    precision_arguments: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def cache(self) -> Any:

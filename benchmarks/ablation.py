@@ -33,11 +33,11 @@ import optuna
 import yaml
 
 import autobert
-from autobert.config import StudyConfig, dump_yaml, relocate, write_atomic
-from autobert.data import load_task_data
-from autobert.pipeline import draw_params, quiet_transformers
-from autobert.plugin_manager import get_plugin_manager
-from autobert.search import frozen_config, make_sampler
+from autobert.config.schema import StudyConfig, dump_yaml, relocate, write_atomic
+from autobert.run.data import load_task_data
+from autobert.run.pipeline import draw_params, quiet_transformers
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.study.search import frozen_config, make_sampler
 
 from _common import ROOT, SST2, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 

@@ -37,10 +37,10 @@ import optuna
 import torch
 
 import autobert
-from autobert.config import StudyConfig
-from autobert.data import load_task_data
-from autobert.pipeline import quiet_transformers, run_pipeline
-from autobert.plugin_manager import get_plugin_manager
+from autobert.config.schema import StudyConfig
+from autobert.run.data import load_task_data
+from autobert.run.pipeline import quiet_transformers, run_pipeline
+from autobert.run.plugin_manager import get_plugin_manager
 
 from _common import ROOT, SST2, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 

@@ -45,11 +45,13 @@ import plain_trainer
 from _common import ROOT, SST2, sample, t_interval, write_report  # benchmarks/ is on sys.path when run as a script
 from run import FRESH_SEEDS, MODEL, best_so_far, counts, describe, run_hp_search, step_curves, trial_seconds
 
-from autobert.config import StudyConfig, load_frozen
-from autobert.data import load_task_data
-from autobert.pipeline import mean_std, quiet_transformers, resolve_model, run_seeds
-from autobert.plugin_manager import get_plugin_manager
-from autobert.search import export_best, run_search
+from autobert.config.schema import StudyConfig, load_frozen
+from autobert.run.data import load_task_data
+from autobert.run.aggregate import mean_std
+from autobert.run.pipeline import quiet_transformers, run_seeds
+from autobert.run.models import resolve_model
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.study.search import export_best, run_search
 
 BENCHMARK_SPACE = yaml.safe_load(Path(__file__).with_name("sst2-benchmark.yaml").read_text(encoding="utf-8"))
 

@@ -38,10 +38,11 @@ import torch
 import transformers
 
 import autobert
-from autobert.config import StudyConfig
-from autobert.pipeline import quiet_transformers, run_pipeline
-from autobert.plugin_manager import get_plugin_manager
-from autobert.search import run_search, validate_study
+from autobert.config.schema import StudyConfig
+from autobert.run.pipeline import quiet_transformers, run_pipeline
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.study.search import run_search
+from autobert.study.validation import validate_study
 
 from _common import ROOT, SHARED, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 

@@ -84,9 +84,10 @@ def prepare(args) -> int:
 
 
 def evaluate(args) -> int:
-    from autobert.config import load_study
-    from autobert.pipeline import quiet_transformers
-    from autobert.portfolio import evaluate as run, load_recipes
+    from autobert.config.schema import load_study
+    from autobert.run.pipeline import quiet_transformers
+    from autobert.strategy.portfolio import load_recipes
+    from autobert.study.portfolio import evaluate as run
 
     quiet_transformers()
     candidates = load_recipes(CANDIDATES).recipes
@@ -105,7 +106,7 @@ def scored_matrix(storage: str = STORAGE):
     it carry what the sampler filled in too); a candidate not scored on every task is left out, not counted
     as the worst.
     """
-    from autobert.portfolio import load_recipes, read_matrix
+    from autobert.strategy.portfolio import load_recipes, read_matrix
 
     matrix = read_matrix(storage, NAME)
     given = {r.name: r.params for r in load_recipes(CANDIDATES).recipes}
@@ -120,9 +121,9 @@ def scored_matrix(storage: str = STORAGE):
 
 def build(args) -> int:
     from autobert import __version__
-    from autobert.plugin_manager import get_plugin_manager
-    from autobert.portfolio import BUILTIN, build as choose, leave_one_task_out, study_space, write_portfolio
-    from autobert.config import load_study
+    from autobert.run.plugin_manager import get_plugin_manager
+    from autobert.strategy.portfolio import BUILTIN, build as choose, leave_one_task_out, study_space, write_portfolio
+    from autobert.config.schema import load_study
 
     import optuna
     import torch

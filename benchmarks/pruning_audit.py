@@ -51,12 +51,12 @@ from optuna.trial import TrialState, create_trial
 import autobert
 from _common import ROOT, SHARED, sample_task, write_report  # benchmarks/ is on sys.path when run as a script
 
-from autobert.config import StudyConfig
-from autobert.data import load_task_data
-from autobert.pipeline import quiet_transformers
-from autobert.plugin_manager import get_plugin_manager
-from autobert.pruners import ScheduleFractionPruner
-from autobert.search import run_search
+from autobert.config.schema import StudyConfig
+from autobert.run.data import load_task_data
+from autobert.run.pipeline import quiet_transformers
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.strategy.pruners import ScheduleFractionPruner
+from autobert.study.search import run_search
 
 SPACE = yaml.safe_load(Path(__file__).with_name("sst2-benchmark.yaml").read_text(encoding="utf-8"))
 # Trials that differ in epochs, batch size and warm-up: what makes step-wise comparison unsound.

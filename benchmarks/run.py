@@ -52,11 +52,13 @@ import yaml
 from optuna.trial import TrialState
 
 import autobert
-from autobert.config import StudyConfig, load_frozen
-from autobert.data import load_task_data
-from autobert.pipeline import mean_std, quiet_transformers, resolve_model, run_seeds
-from autobert.plugin_manager import get_plugin_manager
-from autobert.search import export_best, frozen_config, replay_trial, run_search
+from autobert.config.schema import StudyConfig, load_frozen
+from autobert.run.data import load_task_data
+from autobert.run.aggregate import mean_std
+from autobert.run.pipeline import quiet_transformers, run_seeds
+from autobert.run.models import resolve_model
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.study.search import export_best, frozen_config, replay_trial, run_search
 
 import plain_trainer
 from _common import ROOT, SST2, fixed_params, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)

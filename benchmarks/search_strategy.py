@@ -90,7 +90,7 @@ def write_splits(task: str, train_rows: int, work: Path) -> dict[str, str]:
 
 
 def autobert_study(task: str, paths: dict, work: Path, name: str, **keys):
-    from autobert.config import StudyConfig
+    from autobert.config.schema import StudyConfig
 
     base = {"name": name, "model": MODEL, "data": {**paths, "label_names": label_names(task)}, "max_length": 64,
             "seed": 0, "base_dir": work}
@@ -99,9 +99,9 @@ def autobert_study(task: str, paths: dict, work: Path, name: str, **keys):
 
 def loto_portfolio(task: str, size: int, work: Path) -> tuple[Path, list[str]]:
     """The portfolio built from every task of the stored evaluation but ``task``."""
-    from autobert.ablate import off_values
-    from autobert.plugin_manager import get_plugin_manager
-    from autobert.portfolio import build, write_portfolio
+    from autobert.strategy.declarations import off_values
+    from autobert.run.plugin_manager import get_plugin_manager
+    from autobert.strategy.portfolio import build, write_portfolio
     from portfolio import scored_matrix  # benchmarks/portfolio.py: the matrix the built-in portfolio came from
 
     matrix, _ = scored_matrix(PORTFOLIO_STORAGE)
@@ -114,7 +114,7 @@ def loto_portfolio(task: str, size: int, work: Path) -> tuple[Path, list[str]]:
 def retrain_autobert(study, pm, data, params: dict, trial_number: int) -> dict:
     import optuna
 
-    from autobert.pipeline import run_seeds
+    from autobert.run.pipeline import run_seeds
 
     start = time.perf_counter()
     result = run_seeds(study, optuna.trial.FixedTrial(params, number=trial_number), pm, data, seeds=FRESH_SEEDS,
@@ -147,8 +147,9 @@ def run_cell(task: str, system: str, budget: float, train_rows: int, size: int) 
     import optuna
 
     import plain_trainer
-    from autobert.data import load_task_data
-    from autobert.pipeline import quiet_transformers, resolve_model
+    from autobert.run.data import load_task_data
+    from autobert.run.pipeline import quiet_transformers
+    from autobert.run.models import resolve_model
 
     quiet_transformers()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -178,9 +179,9 @@ def run_cell(task: str, system: str, budget: float, train_rows: int, size: int) 
                    retrain_seconds=time.perf_counter() - start)
         return row
 
-    from autobert.plugin_manager import get_plugin_manager
-    from autobert.search import export_best, make_objective, open_study, run_search
-    from autobert.config import load_frozen
+    from autobert.run.plugin_manager import get_plugin_manager
+    from autobert.study.search import export_best, make_objective, open_study, run_search
+    from autobert.config.schema import load_frozen
 
     if system == "flat":
         study = autobert_study(task, paths, work, "flat", warm_start="none", pruner={"name": "median"},

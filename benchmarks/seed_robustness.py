@@ -30,11 +30,12 @@ import optuna
 import torch
 
 import autobert
-from autobert.config import StudyConfig, load_frozen
-from autobert.data import load_task_data
-from autobert.pipeline import mean_std, quiet_transformers, run_seeds
-from autobert.plugin_manager import get_plugin_manager
-from autobert.search import export_best, replay_trial, run_search
+from autobert.config.schema import StudyConfig, load_frozen
+from autobert.run.data import load_task_data
+from autobert.run.aggregate import mean_std
+from autobert.run.pipeline import quiet_transformers, run_seeds
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.study.search import export_best, replay_trial, run_search
 
 from _common import ROOT, SST2, fixed_params, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 

@@ -38,11 +38,11 @@ import torch
 import transformers
 
 import autobert
-from autobert.config import StudyConfig
-from autobert.pipeline import quiet_transformers, run_pipeline
-from autobert.plugin_manager import get_plugin_manager
+from autobert.config.schema import StudyConfig
+from autobert.run.pipeline import quiet_transformers, run_pipeline
+from autobert.run.plugin_manager import get_plugin_manager
 from autobert.plugins.masking import EntropyMasking, SelectiveMasking
-from autobert.search import validate_study
+from autobert.study.validation import validate_study
 
 from _common import ROOT, SHARED, sample  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 from further_pretraining import domain_sample

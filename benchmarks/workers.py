@@ -42,7 +42,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from autobert.storage import open_storage
+from autobert.store.storage import open_storage
 from autobert.testing import write_study
 from autobert.testing.postgres import TemporaryPostgres, why_not_available
 

@@ -22,14 +22,14 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from autobert import hookimpl
-from autobert.ablate import (
+from autobert.ablation.ablate import (
     FULL, HELPS, HURTS, NO_EVIDENCE, declared_ablations, paired_summary, plan, rich_table, run_ablation, study_name,
 )
 from autobert.cli import main
-from autobert.config import load_frozen, load_study
-from autobert.data import load_task_data
+from autobert.config.schema import load_frozen, load_study
+from autobert.run.data import load_task_data
 from autobert.errors import AutobertError
-from autobert.search import plugin_manager_for
+from autobert.study.search import plugin_manager_for
 from autobert.testing import FILLER, NEGATIVE, POSITIVE, write_study
 
 RECIPE = {"learning_rate": 3e-3, "epochs": 2, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}
@@ -276,7 +276,7 @@ def test_switching_a_technique_off_drops_the_parameters_it_no_longer_draws(tmp_p
 
 
 def test_every_built_in_technique_declares_an_off_value_or_a_reason():
-    from autobert.plugin_manager import get_plugin_manager
+    from autobert.run.plugin_manager import get_plugin_manager
 
     pm = get_plugin_manager()
     declared = declared_ablations(pm)

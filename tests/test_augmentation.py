@@ -13,15 +13,16 @@ from optuna.trial import FixedTrial, TrialState
 from rich.console import Console
 
 from autobert import hookimpl
-from autobert.config import load_study
-from autobert.display import leaderboard
+from autobert.config.schema import load_study
+from autobert.study.display import leaderboard
 from autobert.errors import ConfigError
-from autobert.pipeline import run_pipeline
-from autobert.plugin_manager import Technique, get_plugin_manager
+from autobert.run.pipeline import run_pipeline
+from autobert.run.plugin_manager import Technique, get_plugin_manager
 from autobert.plugins.augmentation import Augmenter, eda
 from autobert.plugins.augmentation.backtranslation import round_trip
 from autobert.plugins.augmentation.contextual import substitute
-from autobert.search import open_study, run_search, validate_study
+from autobert.study.search import open_study, run_search
+from autobert.study.validation import validate_study
 from autobert.testing import TechniqueConformance, make_tiny_model, synthetic_rows, write_study
 
 METHODS = ["augmentation", "eda", "contextual", "backtranslation"]

@@ -11,10 +11,11 @@ import yaml
 from optuna.trial import TrialState
 
 from autobert import hookimpl
-from autobert.budget import Calibration, admission_cap, calibrate
-from autobert.config import load_frozen, load_study
-from autobert.plugin_manager import Technique, get_plugin_manager
-from autobert.search import export_best, open_study, run_search, validate_study
+from autobert.strategy.budget import Calibration, admission_cap, calibrate
+from autobert.config.schema import load_frozen, load_study
+from autobert.run.plugin_manager import Technique, get_plugin_manager
+from autobert.study.search import export_best, open_study, run_search
+from autobert.study.validation import validate_study
 
 FINETUNE = {"learning_rate": {"low": 1e-3, "high": 5e-3, "log": True}, "epochs": 1, "batch_size": 16,
             "warmup_ratio": 0.0}
@@ -64,7 +65,7 @@ def test_cheap_first_cap_starts_at_a_sixth_of_the_budget_and_follows_the_best_re
 
 
 def test_the_clock_stops_a_trial_far_past_its_prediction_or_past_the_deadline():
-    from autobert.budget import OVERRUN, SLACK, Clock, TrialStopped
+    from autobert.run.clock import OVERRUN, SLACK, Clock, TrialStopped
 
     Clock(predicted=10, trial_started=time.monotonic() - (OVERRUN * 10 + SLACK - 5)).check()  # late, not yet too late
     with pytest.raises(TrialStopped, match="far past its predicted 10s"):
@@ -225,7 +226,7 @@ def test_a_budgeted_search_reruns_its_finalists_on_fresh_seeds_and_exports_the_b
 
 
 def test_fraction_rule_never_prunes_in_warm_up_or_before_its_first_share():
-    from autobert.pruners import should_prune
+    from autobert.strategy.pruners import should_prune
 
     finished = [[(0.25, 0.9), (0.5, 0.9), (1.0, 0.95)]] * 3
     assert not should_prune(0.1, 0.25, 0.0, finished)  # before min_fraction (0.3)
@@ -235,7 +236,7 @@ def test_fraction_rule_never_prunes_in_warm_up_or_before_its_first_share():
 
 
 def test_fraction_rule_compares_trials_at_the_same_share_of_their_own_schedule():
-    from autobert.pruners import should_prune, value_at
+    from autobert.strategy.pruners import should_prune, value_at
 
     # Three finished 3-epoch trials (reports at thirds) and a 2-epoch trial at its half.
     finished = [[(1 / 3, 0.6), (2 / 3, 0.8), (1.0, 0.9)]] * 3

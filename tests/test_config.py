@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from autobert.cli import main
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError
-from autobert.plugin_manager import get_plugin_manager
-from autobert.search import validate_study
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.study.validation import validate_study
 from autobert.testing import write_study
 
 

@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from optuna.trial import FixedTrial, TrialState
 
 from autobert.cli import main
-from autobert.config import load_study
-from autobert.pipeline import run_pipeline
+from autobert.config.schema import load_study
+from autobert.run.pipeline import run_pipeline
 from autobert.stage_cache import StageCache
-from autobert.plugin_manager import get_plugin_manager
-from autobert.search import export_best, run_search, validate_study
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.study.search import export_best, run_search
+from autobert.study.validation import validate_study
 from autobert.testing import TechniqueConformance, write_study
 
 TECHNIQUES = ["finetune", "distillation"]
@@ -117,7 +118,7 @@ def test_the_training_split_gets_the_teachers_logits_and_validation_does_not(tmp
 
     study = load_study(study_path(tmp_path))
     pm = get_plugin_manager(only=TECHNIQUES)
-    from autobert.plugin_manager import Technique
+    from autobert.run.plugin_manager import Technique
 
     pm.register_technique(Probe(), Technique("probe", "tests", "autobert-tests", "0"))
     data = validate_study(study, pm)

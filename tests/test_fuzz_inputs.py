@@ -36,9 +36,9 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from autobert.cli import main
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError
-from autobert.space import ParamSpec, apply_override
+from autobert.config.space import ParamSpec, apply_override
 from autobert.testing import make_tiny_model, synthetic_rows
 
 DELETE = object()
@@ -103,7 +103,7 @@ class Example:
         return self.directory / "fuzz.yaml"
 
     def write(self) -> Path:
-        from autobert.plugin_manager import available_technique_names
+        from autobert.run.plugin_manager import available_technique_names
 
         if self.study.get("disable") == []:
             self.study["disable"] = [t for t in available_technique_names() if t not in ONLY]
@@ -655,8 +655,8 @@ def test_regression_study_file_not_utf8_is_one_error(model_dir, tmp_path):
     ("truncation.head_share", 2.0), ("reinit.layers", -1), ("masking.probability", 1.5),
 ])
 def test_regression_overrides_below_a_parameters_meaningful_minimum_are_refused(parameter, value):
-    from autobert.plugin_manager import get_plugin_manager
-    from autobert.space import explore
+    from autobert.run.plugin_manager import get_plugin_manager
+    from autobert.config.space import explore
 
     pm = get_plugin_manager()
     technique, short = parameter.split(".")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from autobert import hookimpl, hookspecs
-from autobert.plugin_manager import DEFAULTS_NAME, PluginManager, get_plugin_manager
+from autobert.run.plugin_manager import DEFAULTS_NAME, PluginManager, get_plugin_manager
 
 #: Hooks whose implementations change what the next one sees, or where the first answer wins.
 ORDERED = ("autobert_build_model", "autobert_compute_loss", "autobert_further_pretrain", "autobert_modify_datasets",
@@ -108,7 +108,7 @@ def test_a_swapped_registration_gives_the_same_loss():
         def autobert_compute_loss(self):
             return (yield) + 1
 
-    from autobert.plugin_manager import Technique
+    from autobert.run.plugin_manager import Technique
 
     def loss(order):
         pm = PluginManager()

@@ -16,11 +16,12 @@ import torch
 from optuna.trial import TrialState
 
 from autobert import Setting, hookimpl
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError, PluginError
-from autobert.plugin_manager import Technique, get_plugin_manager
-from autobert.search import run_search, validate_study
-from autobert.settings import declared_settings
+from autobert.run.plugin_manager import Technique, get_plugin_manager
+from autobert.study.search import run_search
+from autobert.study.validation import validate_study
+from autobert.config.settings import declared_settings
 
 # The `tiny_study` fixture's task (tests/conftest.py): the built-in finetune
 # technique is fixed to 1 epoch at batch size 16, so a trial takes 6 steps.
@@ -114,9 +115,9 @@ class SettingsProbe:
 def test_autobert_settings_reach_hooks_and_survive_export_and_replay(tiny_study, tmp_path):
     from optuna.trial import FixedTrial
 
-    from autobert.config import load_frozen
-    from autobert.pipeline import run_pipeline
-    from autobert.search import export_best
+    from autobert.config.schema import load_frozen
+    from autobert.run.pipeline import run_pipeline
+    from autobert.study.search import export_best
 
     (tmp_path / "corpus.txt").write_text("one document\n", encoding="utf-8")
     path = tiny_study(techniques={"finetune": {"epochs": 1, "batch_size": 16}, "probe": {"corpus": "corpus.txt"}})
@@ -163,7 +164,7 @@ def test_autobert_settings_outside_the_technique_namespace_are_refused():
 
 
 def test_autobert_ablation_off_values_and_reasons_are_collected_per_technique():
-    from autobert.ablate import declared_ablations
+    from autobert.strategy.declarations import declared_ablations
 
     class Switchable:
         @hookimpl
@@ -188,7 +189,7 @@ def test_autobert_ablation_off_values_and_reasons_are_collected_per_technique():
 
 
 def test_autobert_ablation_off_values_outside_the_technique_namespace_are_refused():
-    from autobert.ablate import declared_ablations
+    from autobert.strategy.declarations import declared_ablations
 
     class Bad:
         @hookimpl

@@ -20,16 +20,19 @@ from optuna.trial import FixedTrial, TrialState
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from autobert.cli import main
-from autobert.config import dump_yaml, load_frozen, load_study
+from autobert.config.schema import dump_yaml, load_frozen, load_study
 from autobert.errors import ConfigError
 from autobert.stage_cache import StageCache
-from autobert.pipeline import TrialRun, load_tokenizer, run_pipeline
-from autobert.plugin_manager import get_plugin_manager
+from autobert.trial_run import TrialRun
+from autobert.run.models import load_tokenizer
+from autobert.run.pipeline import run_pipeline
+from autobert.run.plugin_manager import get_plugin_manager
 from autobert.plugins import knowledge
 from autobert.heads._knowledge_model import AutobertKnowledgeForSequenceClassification
-from autobert.search import export_best, run_search, validate_study
-from autobert.settings import declared_settings, resolve_settings
-from autobert.space import explore
+from autobert.study.search import export_best, run_search
+from autobert.study.validation import validate_study
+from autobert.config.settings import declared_settings, resolve_settings
+from autobert.config.space import explore
 from autobert.testing import TechniqueConformance, write_study
 
 DIM = 8

@@ -10,10 +10,11 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from torch.utils.data import RandomSampler
 
 from autobert import hookimpl
-from autobert.config import load_frozen, load_study
+from autobert.config.schema import load_frozen, load_study
 from autobert.errors import ConfigError
-from autobert.plugin_manager import Technique, get_plugin_manager
-from autobert.search import export_best, run_search, validate_study
+from autobert.run.plugin_manager import Technique, get_plugin_manager
+from autobert.study.search import export_best, run_search
+from autobert.study.validation import validate_study
 from autobert.testing import synthetic_rows, write_study
 
 N_TRAIN = 320  # 5 batches of 16 per mega-batch: transformers groups at most a quarter of the rows together

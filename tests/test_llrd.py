@@ -11,12 +11,14 @@ import torch
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
-from autobert import defaults, hookimpl
-from autobert.config import load_study
+from autobert import hookimpl
+from autobert.run import defaults
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError, PluginError
-from autobert.plugin_manager import Technique, get_plugin_manager
+from autobert.run.plugin_manager import Technique, get_plugin_manager
 from autobert.plugins import llrd
-from autobert.search import run_search, validate_study
+from autobert.study.search import run_search
+from autobert.study.validation import validate_study
 from autobert.testing import TechniqueConformance, write_study
 
 LR, DECAY, WEIGHT_DECAY = 1e-3, 0.9, 0.05

@@ -16,9 +16,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autobert.storage import open_storage
+from autobert.store.storage import open_storage
 from autobert.testing import write_study
-from autobert.workers import Slot, plan_slots, split_trials
+from autobert.study.workers import Slot, plan_slots, split_trials
 
 AUTOBERT = str(Path(sys.executable).parent / "autobert")
 
@@ -110,7 +110,7 @@ def test_ctrl_c_stops_every_worker_and_their_running_trials_are_failed_as_interr
 
 
 def test_a_journal_write_finishes_before_a_ctrl_c_that_arrives_during_it(tmp_path):
-    from autobert.storage import _interrupts_held
+    from autobert.store.storage import _interrupts_held
 
     url = f"journal:///{str((tmp_path / 'held.journal').resolve()).lstrip('/')}"
     study = optuna.create_study(study_name="held", storage=open_storage(url))

@@ -9,8 +9,8 @@ from autobert.plugins.masking import (
     DynamicMasking, MaskingCollator, MaskingExample, SpanMasking, StaticMasking, WholeWordMasking, budget_for,
     encode_corpus, registered_strategies,
 )
-from autobert.plugin_manager import get_plugin_manager
-from autobert.space import explore
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.config.space import explore
 from autobert.testing import make_tiny_model
 
 STRATEGIES = {"static": StaticMasking, "dynamic": DynamicMasking, "whole_word": WholeWordMasking, "span": SpanMasking}
@@ -183,7 +183,7 @@ def test_masking_parameters_exist_only_in_trials_that_pretrain():
 
     from optuna.trial import FixedTrial
 
-    from autobert.space import SearchSpace
+    from autobert.config.space import SearchSpace
 
     space = SearchSpace(FixedTrial({"further_pretraining.stages": "none"}), pm.techniques, hooks=pm.hook)
     pm.hook.autobert_search_space(space=space)

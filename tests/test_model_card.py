@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import ModelCardData, model_index_to_eval_results
 
 from autobert.cli import main
-from autobert.config import load_frozen
+from autobert.config.schema import load_frozen
 from autobert.testing import write_study
 
 FINETUNE = {"learning_rate": 3e-3, "epochs": 2, "batch_size": 16, "warmup_ratio": 0.0}

@@ -11,10 +11,11 @@ from optuna.trial import TrialState
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from autobert.cli import main
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError
-from autobert.plugin_manager import get_plugin_manager
-from autobert.search import export_best, run_search, validate_study
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.study.search import export_best, run_search
+from autobert.study.validation import validate_study
 from autobert.testing import TechniqueConformance, write_study
 
 TECHNIQUES = ["finetune", "multitask"]

@@ -7,9 +7,10 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from autobert import hookimpl
-from autobert.config import load_study
-from autobert.plugin_manager import Technique, get_plugin_manager
-from autobert.search import run_search, validate_study
+from autobert.config.schema import load_study
+from autobert.run.plugin_manager import Technique, get_plugin_manager
+from autobert.study.search import run_search
+from autobert.study.validation import validate_study
 from autobert.testing import write_study
 
 FINETUNE = {"learning_rate": 3e-3, "epochs": 2, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from autobert.cli import main
-from autobert.config import write_atomic
+from autobert.config.schema import write_atomic
 from autobert.testing import write_study
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from optuna.trial import FixedTrial
 
 from autobert import hookimpl
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError
-from autobert.pipeline import run_pipeline
-from autobert.plugin_manager import Technique, get_plugin_manager
+from autobert.run.pipeline import run_pipeline
+from autobert.run.plugin_manager import Technique, get_plugin_manager
 from autobert.plugins.further_pretraining import load_mlm
 from autobert.plugins.pet import cloze_batch, pet_loss, verbalizer_ids
-from autobert.search import validate_study
+from autobert.study.validation import validate_study
 from autobert.testing import TechniqueConformance, make_tiny_model, write_study
 
 TECHNIQUES = ["finetune", "further_pretraining", "masking", "pet"]
@@ -102,7 +102,7 @@ def test_a_pattern_without_its_mask_is_a_clear_error(tmp_path):
 
 
 def test_pet_is_opt_in_a_study_without_a_pet_section_has_no_pet_parameter(tmp_path):
-    from autobert.space import explore
+    from autobert.config.space import explore
 
     pm = get_plugin_manager(only=TECHNIQUES)
     assert not any(n.startswith("pet.") for n in explore(pm.hook.autobert_search_space, pm.techniques, {}, hooks=pm.hook).defaults)

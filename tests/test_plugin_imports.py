@@ -3,7 +3,7 @@
 Every module under ``plugins/`` may import the standard library, the libraries
 a technique builds on, autobert's public API and its own package (a module of
 ``plugins/masking/`` may import ``autobert.plugins.masking``); never the engine
-(``autobert.pipeline``, ``autobert.search``, ``autobert.plugin_manager``, ...)
+(``autobert.run.pipeline``, ``autobert.study.search``, ``autobert.run.plugin_manager``, ...)
 nor another technique.
 """
 
@@ -89,8 +89,8 @@ def test_a_technique_imports_only_the_public_api(path):
 
 def test_the_checker_catches_an_engine_import_and_a_technique_importing_another(tmp_path):
     own = "autobert.plugins.pet"
-    assert not allowed("autobert.pipeline", own)
-    assert not allowed("autobert.plugin_manager", own)
+    assert not allowed("autobert.run.pipeline", own)
+    assert not allowed("autobert.run.plugin_manager", own)
     assert not allowed("autobert.plugins.further_pretraining", own)
     assert allowed("autobert.services", own) and allowed("torch.nn.functional", own)
     assert allowed("autobert.plugins.masking.entropy", "autobert.plugins.masking")
@@ -103,7 +103,7 @@ def test_the_public_modules_are_light():
     code = ("import sys, importlib\n"
             f"for m in {sorted(PUBLIC - {'autobert.heads'})!r}: importlib.import_module(m)\n"
             "import autobert.heads\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'autobert.pipeline') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'autobert.run.pipeline') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

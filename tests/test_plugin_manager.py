@@ -8,10 +8,10 @@ import types
 
 import pytest
 
-import autobert.plugin_manager as plugin_manager
+import autobert.run.plugin_manager as plugin_manager
 from autobert import hookimpl
 from autobert.errors import PluginError
-from autobert.plugin_manager import ENTRY_POINT_GROUP, Technique, get_plugin_manager
+from autobert.run.plugin_manager import ENTRY_POINT_GROUP, Technique, get_plugin_manager
 
 
 @pytest.fixture

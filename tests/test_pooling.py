@@ -18,12 +18,12 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertModel, pipeline
 from transformers.dynamic_module_utils import get_imports
 
-from autobert import defaults
+from autobert.run import defaults
 from autobert.cli import main
-from autobert.config import load_frozen
-from autobert.pipeline import TrialRun
+from autobert.config.schema import load_frozen
+from autobert.trial_run import TrialRun
 from autobert.plugins import pooling
-from autobert.space import SearchSpace
+from autobert.config.space import SearchSpace
 from autobert.testing import make_tiny_model, write_study
 
 HIDDEN = 32

@@ -8,12 +8,13 @@ import yaml
 from optuna.trial import TrialState
 
 from autobert.cli import main
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError
-from autobert.plugin_manager import get_plugin_manager
-from autobert.portfolio import (Recipe, ScoreMatrix, build, builtin_portfolio, coverage, fit_recipe, greedy,
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.strategy.portfolio import (Recipe, ScoreMatrix, build, builtin_portfolio, coverage, fit_recipe, greedy,
                                 leave_one_task_out, load_recipes, read_matrix, study_space)
-from autobert.search import init_study, run_search, validate_study
+from autobert.study.search import init_study, run_search
+from autobert.study.validation import validate_study
 from autobert.testing import write_study
 
 FINETUNE = {"learning_rate": {"low": 1e-5, "high": 5e-3, "log": True}, "epochs": [1, 2], "batch_size": 16,
@@ -179,7 +180,7 @@ def test_a_default_study_starts_with_the_built_in_portfolio(tmp_path):
     assert first.state == TrialState.COMPLETE and first.user_attrs["warm_start"] == record["enqueued"][0]
     from rich.console import Console
 
-    from autobert.display import leaderboard
+    from autobert.study.display import leaderboard
 
     console = Console(width=200, record=True)
     console.print(leaderboard(ran, "accuracy"))
@@ -205,8 +206,8 @@ def test_a_warm_start_from_an_earlier_study_enqueues_its_top_recipes(tmp_path):
                          n_train=64, n_validation=32)
     study = load_study(second)
     messages = []
-    from autobert.search import open_study
-    from autobert import warm_start
+    from autobert.study.search import open_study
+    from autobert.strategy import warm_start
 
     opened = open_study(study)
     record = warm_start.enqueue(study, opened, pm, messages.append)
@@ -224,8 +225,8 @@ def test_a_warm_start_recipe_that_does_not_fit_is_adjusted_or_skipped_with_a_mes
                        n_train=64, n_validation=32)
     study = load_study(path)
     messages = []
-    from autobert import warm_start
-    from autobert.search import open_study
+    from autobert.strategy import warm_start
+    from autobert.study.search import open_study
 
     record = warm_start.enqueue(study, open_study(study), get_plugin_manager(only=["finetune"]), messages.append)
     assert record["enqueued"] == ["too-slow"]
@@ -252,7 +253,7 @@ def test_the_built_in_portfolio_ships_with_its_provenance():
 
 def test_queued_recipes_do_not_outlive_the_search_phase(tmp_path):
     # Warm-start recipes still queued when a time budget's search phase ends would be run before the finalists'.
-    from autobert.search import discard_queued
+    from autobert.study.search import discard_queued
 
     opened = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
     opened.enqueue_trial({"x": 1}, user_attrs={"warm_start": "late"})
@@ -268,7 +269,7 @@ def test_queued_recipes_do_not_outlive_the_search_phase(tmp_path):
 @pytest.mark.parametrize("url", ["sqlite:///{dir}/old/study.db", "journal:///{dir}/old/study.journal"])
 def test_a_warm_start_from_a_study_that_is_not_there_is_a_clear_error_and_creates_nothing(tmp_path, url):
     from autobert.errors import AutobertError
-    from autobert.portfolio import candidates_from_study
+    from autobert.strategy.portfolio import candidates_from_study
 
     url = url.format(dir=tmp_path)
     with pytest.raises(ConfigError, match="no such file .*old/study"):

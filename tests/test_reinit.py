@@ -15,10 +15,11 @@ from optuna.trial import TrialState
 from transformers import BertModel, TrainerCallback, set_seed
 
 from autobert import hookimpl
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import ConfigError
-from autobert.plugin_manager import Technique, get_plugin_manager
-from autobert.search import run_search, validate_study
+from autobert.run.plugin_manager import Technique, get_plugin_manager
+from autobert.study.search import run_search
+from autobert.study.validation import validate_study
 from autobert.testing import TechniqueConformance, write_study
 
 FINETUNE = {"learning_rate": 1e-3, "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0}

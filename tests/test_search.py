@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from autobert.cli import main
-from autobert.config import load_frozen
+from autobert.config.schema import load_frozen
 from autobert.testing import write_study
 
 

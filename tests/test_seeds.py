@@ -13,10 +13,10 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from autobert.cli import main
-from autobert.config import load_frozen, load_study
-from autobert.display import leaderboard
+from autobert.config.schema import load_frozen, load_study
+from autobert.study.display import leaderboard
 from autobert.errors import ConfigError
-from autobert.pipeline import aggregate
+from autobert.run.aggregate import aggregate
 from autobert.testing import write_study
 
 GOOD, BAD = 3e-3, 1e-9

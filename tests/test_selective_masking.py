@@ -7,14 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from autobert.config import load_study
-from autobert.data import load_task_data
-from autobert.pipeline import TrialRun, load_tokenizer, resolve_model
-from autobert.plugin_manager import get_plugin_manager
+from autobert.config.schema import load_study
+from autobert.run.data import load_task_data
+from autobert.trial_run import TrialRun
+from autobert.run.models import load_tokenizer, resolve_model
+from autobert.run.plugin_manager import get_plugin_manager
 from autobert.plugins.further_pretraining import texts_fingerprint
 from autobert.plugins.masking import MaskingCollator, MaskingContext, budget_for, encode_corpus
 from autobert.plugins.masking.selective import SelectiveMasking, buffer_labels, select_marked
-from autobert.settings import declared_settings, resolve_settings
+from autobert.config.settings import declared_settings, resolve_settings
 from autobert.stage_cache import StageCache
 from autobert.testing import FILLER, NEGATIVE, POSITIVE, synthetic_rows, write_study
 
@@ -136,8 +137,8 @@ def test_a_trial_pretrains_with_selective_masks_and_shares_the_task_model_with_e
 
     from optuna.trial import FixedTrial
 
-    from autobert.pipeline import run_pipeline
-    from autobert.search import validate_study
+    from autobert.run.pipeline import run_pipeline
+    from autobert.study.validation import validate_study
 
     (tmp_path / "domain.txt").write_text("\n".join(UNSEEN[:20]) + "\n", encoding="utf-8")
     path = write_study(tmp_path, n_train=48, n_validation=16, only=TECHNIQUES, techniques={

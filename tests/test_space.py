@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from autobert.errors import ConfigError, PluginError
-from autobert.space import ParamSpec, SearchSpace, apply_override, explore
+from autobert.config.space import ParamSpec, SearchSpace, apply_override, explore
 
 
 def _space(overrides=None, trial=None):

@@ -148,10 +148,10 @@ def cache_of_a_trial(tmp_path_factory):
 
     from optuna.trial import FixedTrial
 
-    from autobert.config import load_study
-    from autobert.pipeline import run_pipeline
-    from autobert.plugin_manager import get_plugin_manager
-    from autobert.search import validate_study
+    from autobert.config.schema import load_study
+    from autobert.run.pipeline import run_pipeline
+    from autobert.run.plugin_manager import get_plugin_manager
+    from autobert.study.validation import validate_study
     from autobert.testing import write_study
 
     directory = tmp_path_factory.mktemp("every-kind")

@@ -9,11 +9,11 @@ import pytest
 from optuna.trial import FixedTrial
 
 from autobert import hookimpl, services
-from autobert.config import load_study
+from autobert.config.schema import load_study
 from autobert.errors import PluginError
-from autobert.pipeline import run_pipeline
-from autobert.plugin_manager import Technique, get_plugin_manager
-from autobert.search import validate_study
+from autobert.run.pipeline import run_pipeline
+from autobert.run.plugin_manager import Technique, get_plugin_manager
+from autobert.study.validation import validate_study
 from autobert.stage_cache import StageCache
 from autobert.testing import write_study
 from autobert.trial_run import TrialRun

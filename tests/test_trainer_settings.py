@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from autobert.cli import main
-from autobert.config import load_frozen
-from autobert.device import resolve_precision, select_device, trainer_arguments
+from autobert.config.schema import load_frozen
+from autobert.run.device import resolve_precision, select_device, trainer_arguments
 from autobert.errors import ConfigError
 from autobert.testing import write_study
 
@@ -138,10 +138,10 @@ def test_further_pretraining_teachers_and_fine_tuning_all_train_in_the_studys_pr
     from optuna.trial import FixedTrial
     from transformers import Trainer
 
-    from autobert.config import load_study
-    from autobert.pipeline import run_pipeline
-    from autobert.plugin_manager import get_plugin_manager
-    from autobert.search import validate_study
+    from autobert.config.schema import load_study
+    from autobert.run.pipeline import run_pipeline
+    from autobert.run.plugin_manager import get_plugin_manager
+    from autobert.study.validation import validate_study
     from autobert.stage_cache import StageCache
 
     trained = []

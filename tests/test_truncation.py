@@ -13,9 +13,10 @@ from optuna.trial import TrialState
 from transformers import AutoTokenizer
 
 from autobert import hookimpl
-from autobert.config import load_study
-from autobert.plugin_manager import Technique, get_plugin_manager
-from autobert.search import run_search, validate_study
+from autobert.config.schema import load_study
+from autobert.run.plugin_manager import Technique, get_plugin_manager
+from autobert.study.search import run_search
+from autobert.study.validation import validate_study
 from autobert.testing import FILLER, NEGATIVE, POSITIVE, TechniqueConformance, make_tiny_model, write_study
 
 MAX_LENGTH = 12

@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 from autobert.cli import main
-from autobert.storage import open_storage
+from autobert.store.storage import open_storage
 from autobert.testing import write_study
 from autobert.testing.postgres import TemporaryPostgres, why_not_available
 

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from autobert.config import dump_yaml
+from autobert.config.schema import dump_yaml
 
 from autobert.testing._conformance import TechniqueConformance
 
@@ -121,7 +121,7 @@ def write_study(
                                     "batch_size": 16, "warmup_ratio": 0.0}},
     }
     if only is not None:
-        from autobert.plugin_manager import available_technique_names
+        from autobert.run.plugin_manager import available_technique_names
 
         study["disable"] = [t for t in available_technique_names() if t not in only]
     study.update(overrides)

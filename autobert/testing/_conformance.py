@@ -28,7 +28,7 @@ class TechniqueConformance:
 
     @pytest.fixture
     def plugin_manager(self):
-        from autobert.plugin_manager import get_plugin_manager
+        from autobert.run.plugin_manager import get_plugin_manager
 
         return get_plugin_manager()
 
@@ -39,7 +39,7 @@ class TechniqueConformance:
         )
 
     def test_parameters_are_namespaced(self, plugin_manager):
-        from autobert.space import explore
+        from autobert.config.space import explore
 
         report = explore(plugin_manager.hook.autobert_search_space, plugin_manager.techniques, hooks=plugin_manager.hook)
         own = [n for n in report.defaults if n.startswith(self.technique + ".")]
@@ -51,8 +51,9 @@ class TechniqueConformance:
     def test_trial_runs_end_to_end(self, tmp_path: Path, plugin_manager):
         import optuna
 
-        from autobert.config import load_study
-        from autobert.search import run_search, validate_study
+        from autobert.config.schema import load_study
+        from autobert.study.search import run_search
+        from autobert.study.validation import validate_study
         from autobert.testing import write_study
 
         path = write_study(tmp_path, name="conformance", **self.study_overrides)
@@ -61,7 +62,7 @@ class TechniqueConformance:
         opened = run_search(study, plugin_manager, data, n_trials=1)
         trial = opened.trials[0]
         assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
-        from autobert.space import explore
+        from autobert.config.space import explore
 
         declared = [n for n in explore(plugin_manager.hook.autobert_search_space, plugin_manager.techniques, hooks=plugin_manager.hook).defaults
                     if n.startswith(self.technique + ".")]

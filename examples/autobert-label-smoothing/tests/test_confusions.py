@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from autobert import StageCache
 from autobert.cli import main
-from autobert.plugin_manager import get_plugin_manager
+from autobert.run.plugin_manager import get_plugin_manager
 from autobert.testing import write_study
 from autobert_label_smoothing import TARGETS
 from autobert_label_smoothing.confusions import KIND, targets_from

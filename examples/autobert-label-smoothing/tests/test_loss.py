@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autobert.plugin_manager import get_plugin_manager
+from autobert.run.plugin_manager import get_plugin_manager
 
 
 def training_loss(factor: float, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,7 @@ def test_loss_is_the_smoothed_cross_entropy(batch):
 
 
 def test_out_of_range_factor_is_reported_before_any_trial():
-    from autobert.config import StudyConfig
+    from autobert.config.schema import StudyConfig
 
     pm = get_plugin_manager(only=["label_smoothing"])
     study = StudyConfig.model_validate({

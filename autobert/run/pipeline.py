@@ -25,20 +25,19 @@ import optuna
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from autobert.aggregate import aggregate, mean_std
-from autobert.budget import check_deadline
-from autobert.config import StudyConfig
-from autobert.data import TaskData
+from autobert.run.aggregate import aggregate, mean_std
+from autobert.run.clock import check_deadline
+from autobert.config.schema import StudyConfig
+from autobert.run.data import TaskData
+from autobert.run.device import free_accelerator_memory, is_out_of_memory, resolve_precision, trainer_arguments
 from autobert.errors import PluginError, TrialFailed
-from autobert.plugin_manager import PluginManager
-from autobert.settings import declared_settings, resolve_settings
-from autobert.services import load_tokenizer, resolve_model
-from autobert.space import SearchSpace
+from autobert.run.plugin_manager import PluginManager
+from autobert.config.settings import declared_settings, resolve_settings
+from autobert.run.models import load_tokenizer, resolve_model
+from autobert.config.space import SearchSpace
 from autobert.trial_run import TrialRun
 
-# Re-exported: these lived here before the light modules they moved to.
-__all__ = ["TrialRun", "aggregate", "load_tokenizer", "mean_std", "resolve_model", "run_pipeline", "run_seeds",
-           "run_subtrial"]
+__all__ = ["run_pipeline", "run_seeds", "run_subtrial"]
 
 TOKENIZER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -135,14 +134,14 @@ class _Reporter(TrainerCallback):
         self.history: list[tuple[int, float]] = []
 
     def on_train_begin(self, args, state, control, **kw):
-        # The schedule, so that a pruner can compare trials at the same share of their own (autobert.pruners).
+        # The schedule, so that a pruner can compare trials at the same share of their own (autobert.strategy.pruners).
         self.trial.set_user_attr("total_steps", state.max_steps)
         self.trial.set_user_attr("warmup_steps", args.get_warmup_steps(state.max_steps))
         if self.progress:
             self.progress.trial_started(getattr(self.trial, "number", -1), state.max_steps)
 
     def on_step_end(self, args, state, control, **kw):
-        check_deadline()  # a time-budgeted search stops a trial at its deadline (autobert.budget)
+        check_deadline()  # a time-budgeted search stops a trial at its deadline (autobert.strategy.budget)
         if self.progress:
             self.progress.step(state.global_step)
 
@@ -238,7 +237,6 @@ def run_pipeline(
         optuna.TrialPruned: the pruner stopped the trial.
         TrialFailed: the loss diverged, or a technique could not run.
     """
-    from autobert.device import resolve_precision
 
     start = time.perf_counter()
     space = draw_space(study, trial, pm)
@@ -255,7 +253,7 @@ def run_pipeline(
         label_names=list(data.label_names), workdir=workdir, cache_dir=study.cache_path, trial=trial,
         settings=resolve_settings(study, declared_settings(pm)) if settings is None else dict(settings),
         hooks=pm.hook, precision=precision, techniques=tuple(pm.techniques), plugin_manager=pm,
-        space=dict(space.specs),
+        space=dict(space.specs), precision_arguments=trainer_arguments(precision),
     )
     try:
         _set_seed(run.seed)
@@ -298,7 +296,6 @@ def run_pipeline(
                 if not fit.retry_after(exc, args):
                     raise
                 del trainer, model
-                from autobert.device import free_accelerator_memory
 
                 free_accelerator_memory()
         if not reporter.history or reporter.history[-1][0] != trainer.state.global_step:
@@ -328,7 +325,7 @@ def _subtrial_manager(run: TrialRun, techniques: tuple[str, ...] | None) -> Plug
     """The plugin manager of a sub-trial: the trial's own, or the part of it running ``techniques``."""
     pm = run.plugin_manager
     if pm is None:  # a run built by hand, outside a plugin manager (a test): the installed techniques it names
-        from autobert.plugin_manager import get_plugin_manager
+        from autobert.run.plugin_manager import get_plugin_manager
 
         return get_plugin_manager(only=list(run.techniques if techniques is None else techniques))
     return pm if techniques is None else pm.subset(techniques)
@@ -411,7 +408,6 @@ class BatchFit:
         Raises:
             TrialFailed: out of memory at the floor, saying what was tried and what to do.
         """
-        from autobert.device import is_out_of_memory
 
         if not is_out_of_memory(exc):
             return False
@@ -533,7 +529,6 @@ def run_seeds(
     them (and may raise ``optuna.TrialPruned``). Only the first seed's model is
     saved to ``save_to``.
     """
-    from autobert.device import resolve_precision
 
     seeds = list(seeds or study.run_seeds)
     results: list[TrialResult] = []

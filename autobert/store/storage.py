@@ -39,7 +39,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from autobert.config import HeartbeatConfig
+from autobert.config.schema import HeartbeatConfig
 from autobert.errors import AutobertError, ConfigError
 
 SCHEMES = "sqlite:///PATH (one worker), postgresql://USER@HOST[:PORT]/DB or journal:///PATH (many workers)"

@@ -1,6 +1,6 @@
 """Time budgets: what a trial will cost before it runs, and a search that keeps its deadline.
 
-Three parts, used by :mod:`autobert.search`:
+Three parts, used by :mod:`autobert.study.search`:
 
 * **The cost model.** Every technique says, through ``autobert_trial_cost``,
   how much work it adds to a run, in *example passes* (one forward and
@@ -15,7 +15,7 @@ Three parts, used by :mod:`autobert.search`:
 * **The clock.** With a time budget, the search has a deadline. A trial
   predicted not to fit in the time left is not started; a running trial is
   stopped at the deadline, or when it runs far past its prediction
-  (:func:`check_deadline`, called at every training step).
+  (:mod:`autobert.run.clock`, checked at every training step).
 * **Cheap first.** A trial is only started when its predicted cost is below a
   cap that starts at a sixth of the search budget and grows with the cost of
   the best recipe found so far (twice it), the frugal rule of FLAML's CFO
@@ -33,19 +33,15 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-#: A forward pass alone (evaluation, scoring, generation) costs about a third of a training pass.
-FORWARD_PASS = 1 / 3
+from autobert.hookspecs import FORWARD_PASS
+
 #: The cheap-first cap: the first trials may cost at most this share of the search budget ...
 FIRST_SHARE = 1 / 6
 #: ... and later ones this many times the cost of the best recipe so far.
 GROWTH = 2.0
-#: A running trial that takes this many times its prediction (plus SLACK seconds) is stopped.
-OVERRUN = 3.0
-SLACK = 30.0
 #: Seconds per run and per example pass assumed before the probe or any trial says otherwise.
 DEFAULT_OVERHEAD = 2.0
 
@@ -125,7 +121,7 @@ def probe(study: Any, data: Any, steps: int = 3, batch_size: int = 16) -> Calibr
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from autobert.pipeline import load_tokenizer, resolve_model
+    from autobert.run.models import load_tokenizer, resolve_model
 
     start = time.perf_counter()
     checkpoint = resolve_model(study)
@@ -160,85 +156,10 @@ def probe(study: Any, data: Any, steps: int = 3, batch_size: int = 16) -> Calibr
     return Calibration(overhead=overhead, seconds_per_pass=per_pass, source="probe")
 
 
-# ---------------------------------------------------------------------------
-# The clock
-# ---------------------------------------------------------------------------
-
-
-class TrialStopped(Exception):
-    """A running trial was stopped by the clock (the search's deadline, or a bad overrun)."""
-
-
-@dataclass
-class Clock:
-    """The search's deadline and the running trial's prediction."""
-
-    deadline: float | None = None  # time.monotonic() seconds
-    trial_started: float = field(default_factory=time.monotonic)
-    predicted: float | None = None
-
-    def remaining(self) -> float:
-        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
-
-    def check(self) -> None:
-        now = time.monotonic()
-        if self.deadline is not None and now > self.deadline:
-            raise TrialStopped("stopped at the search's time budget")
-        if self.predicted is not None:
-            limit = OVERRUN * self.predicted + SLACK
-            if now - self.trial_started > limit:
-                raise TrialStopped(f"stopped after {now - self.trial_started:.0f}s: it ran far past its predicted "
-                                   f"{self.predicted:.0f}s (limit {limit:.0f}s)")
-
-
-_current: Clock | None = None
-
-
-@contextmanager
-def running(clock: Clock) -> Iterator[Clock]:
-    """Make ``clock`` the one :func:`check_deadline` consults while a trial runs."""
-    global _current
-    previous, _current = _current, clock
-    try:
-        yield clock
-    finally:
-        _current = previous
-
-
-_stop_requested = False
-
-
-def request_stop() -> None:
-    """Ask the running trial to stop as if interrupted (the CLI's SIGINT and SIGTERM handlers)."""
-    global _stop_requested
-    _stop_requested = True
-
-
-def clear_stop() -> None:
-    global _stop_requested
-    _stop_requested = False
-
-
-def check_deadline() -> None:
-    """Raise :class:`TrialStopped` when the running trial is out of time; a no-op outside a timed search.
-
-    autobert calls it at every fine-tuning step; a technique with a long loop
-    of its own (a pretraining stage, a generator) calls it too, so that a time
-    budget holds while it runs. It also raises ``KeyboardInterrupt`` when a
-    stop was requested (Ctrl-C or SIGTERM) and the interrupt itself was lost.
-    """
-    if _stop_requested:
-        raise KeyboardInterrupt
-    if _current is not None:
-        _current.check()
-
-
 def admission_cap(budget: float, remaining: float, incumbent_seconds: float | None) -> float:
     """The most a new trial may be predicted to cost (cheap first, see the module's docstring)."""
     cap = max(FIRST_SHARE * budget, GROWTH * incumbent_seconds if incumbent_seconds else 0.0)
     return min(cap, remaining)
 
 
-__all__ = ["Calibration", "Prediction", "Clock", "TrialStopped", "check_deadline", "request_stop", "clear_stop", "running",
-           "predict", "trial_work",
-           "calibrate", "probe", "admission_cap", "FORWARD_PASS"]
+__all__ = ["Calibration", "Prediction", "predict", "trial_work", "calibrate", "probe", "admission_cap"]

@@ -9,7 +9,7 @@
   of each earlier study;
 * ``none``: the sampler starts on its own.
 
-The recipes are fitted to this study's space (:func:`autobert.portfolio.fit_recipe`)
+The recipes are fitted to this study's space (:func:`autobert.strategy.portfolio.fit_recipe`)
 and enqueued once, when the study has no trial yet, as ordinary Optuna trials
 (``enqueue_trial``) with the user attribute ``warm_start`` naming the recipe;
 the sampler then continues from what they found. What was enqueued, adjusted
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from autobert.portfolio import Recipe, builtin_portfolio, candidates_from_study, fit_recipe, load_recipes, study_space
+from autobert.strategy.portfolio import Recipe, builtin_portfolio, candidates_from_study, fit_recipe, load_recipes, study_space
 
 ATTR = "warm_start"
 

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pluggy
 
-from autobert import defaults, hookspecs
+from autobert import hookspecs
+from autobert.run import defaults
 from autobert.errors import PluginError
 
 if TYPE_CHECKING:
-    from autobert.space import EffectiveSpace
+    from autobert.config.space import EffectiveSpace
 
 ENTRY_POINT_GROUP = "autobert.techniques"
-DEFAULTS_NAME = "autobert.defaults"
+DEFAULTS_NAME = "autobert.run.defaults"
 
 
 @dataclass(frozen=True)
@@ -95,12 +96,12 @@ class PluginManager(pluggy.PluginManager):
         """The techniques' search space after ``overrides`` (a study's ``overrides``), explored once.
 
         Every later call with the same overrides (and the same plugins) answers
-        the same :class:`autobert.space.EffectiveSpace` without calling
+        the same :class:`autobert.config.space.EffectiveSpace` without calling
         ``autobert_search_space`` again: a command explores the space once,
         however many of its steps (validation, the stored-space check, the
         planner) read it.
         """
-        from autobert.space import explore
+        from autobert.config.space import explore
 
         key = (json.dumps(dict(overrides or {}), sort_keys=True, default=str),
                tuple(name for name, _ in self.list_name_plugin()))

@@ -28,8 +28,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from autobert.config import StudyConfig
-from autobert.storage import shown, storage_kind
+from autobert.config.schema import StudyConfig
+from autobert.store.storage import shown, storage_kind
 
 # How long a worker has to end its trial after Ctrl-C before it is terminated, then killed.
 STOP_GRACE = 30.0
@@ -60,7 +60,7 @@ def plan_slots(workers: int, gpus: list[str], cores: int) -> list[Slot]:
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may hand out, as ``CUDA_VISIBLE_DEVICES`` names them."""
-    from autobert.device import gpu_count
+    from autobert.run.device import gpu_count
 
     count = gpu_count()
     if not count:
@@ -220,8 +220,9 @@ def run_workers(args: Any, study: StudyConfig, pm: Any, data: Any, console: Cons
     Returns the command's exit code: 0, 1 (no trial completed), 2 (a worker
     found a problem with the input) or 130 (interrupted).
     """
-    from autobert.display import leaderboard
-    from autobert.search import export_best, init_study, open_study, trial_summary
+    from autobert.study.display import leaderboard
+    from autobert.study.search import export_best, init_study, open_study
+    from autobert.strategy.planner import trial_summary
 
     url, note = shared_storage(study, args.storage)
     if note:

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from autobert.aggregate import mean_std
-from autobert.planner import finalists, trial_summary
+from autobert.run.aggregate import mean_std
+from autobert.strategy.planner import finalists, trial_summary
 
 
 class SearchProgress:

@@ -57,7 +57,7 @@ class PrunerConfig(_Model):
     n_startup_trials: int | None = Field(default=None, ge=0)
     n_warmup_steps: int = Field(default=0, ge=0)
     # fraction only: compare at the same share of each trial's own schedule, never before `min_fraction`
-    # of it (nor in warm-up), and prune below this percentile of the finished trials (autobert.pruners).
+    # of it (nor in warm-up), and prune below this percentile of the finished trials (autobert.strategy.pruners).
     min_fraction: float = Field(default=0.3, ge=0, lt=1)
     percentile: float = Field(default=10.0, gt=0, lt=100)
     # wilcoxon only: prune when the one-sided signed-rank test against the best trial's
@@ -159,7 +159,7 @@ class StudyConfig(_Model):
     budget: BudgetConfig = BudgetConfig()
     finalists: FinalistsConfig = FinalistsConfig()
     # The first trials: `builtin` (the portfolio shipped with autobert), `none`, a portfolio file, or
-    # {studies: [{storage, name}], top: K} (earlier studies' best recipes); see autobert.warm_start.
+    # {studies: [{storage, name}], top: K} (earlier studies' best recipes); see autobert.strategy.warm_start.
     warm_start: Literal["builtin", "none"] | str | WarmStartStudies = "builtin"
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
@@ -169,7 +169,7 @@ class StudyConfig(_Model):
     # Where stage outputs are cached (autobert.stage_cache); a path several workers share.
     cache_dir: str | None = None
     # Every Trainer a trial runs (fine-tuning, further pretraining, teachers, task models): auto is bf16 on a GPU
-    # that has it, fp16 on older GPUs, fp32 on the CPU (autobert.device). A frozen config records what auto became.
+    # that has it, fp16 on older GPUs, fp32 on the CPU (autobert.run.device). A frozen config records what auto became.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # The Trainer's logging integrations (`tensorboard`, `wandb`, ...), run name `<study>-trial-N-seed-S`.
     report_to: str | list[str] = "none"

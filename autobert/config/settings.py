@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from autobert.errors import PluginError
 
 if TYPE_CHECKING:
-    from autobert.config import StudyConfig
-    from autobert.plugin_manager import PluginManager
+    from autobert.config.schema import StudyConfig
+    from autobert.run.plugin_manager import PluginManager
 
 
 @dataclass(frozen=True)

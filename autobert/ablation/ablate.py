@@ -9,7 +9,7 @@ techniques the recipe does not use, at their documented default (an *add*
 arm). Each technique declares its off value and its default through the
 :func:`~autobert.hookspecs.autobert_ablation` hook.
 
-Every arm runs on the same seeds through :func:`autobert.pipeline.run_seeds`,
+Every arm runs on the same seeds through :func:`autobert.run.pipeline.run_seeds`,
 the code path of a search trial and of ``autobert train``: the same seed gives
 the same initialisation, the same data order and the same cached stages, so
 the per-seed differences between two arms are paired. Per technique the
@@ -40,67 +40,16 @@ from typing import Any, Mapping
 import optuna
 from optuna.trial import TrialState
 
-from autobert.config import FrozenConfig, dump_yaml, relocate, write_atomic
-from autobert.data import TaskData
+from autobert.config.schema import FrozenConfig, dump_yaml, relocate, write_atomic
+from autobert.run.data import TaskData
 from autobert.errors import AutobertError, ConfigError, PluginError
-from autobert.pipeline import draw_params, run_seeds
-from autobert.plugin_manager import PluginManager
+from autobert.run.pipeline import draw_params, run_seeds
+from autobert.run.plugin_manager import PluginManager
 from autobert.stage_cache import cache_key
+from autobert.strategy.declarations import Declaration, declared_ablations, uses
 
 HELPS, HURTS, NO_EVIDENCE = "helps", "hurts", "no evidence"
 FULL = "full recipe"
-DECLARATION_KEYS = {"off", "on", "reason"}
-
-
-# ---------------------------------------------------------------------------
-# What each technique declares
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Declaration:
-    """One technique's answer to ``autobert_ablation``: its off values, its default, or why it has none."""
-
-    technique: str
-    off: dict[str, Any] | None = None
-    on: dict[str, Any] | None = None
-    reason: str = ""
-
-
-def declared_ablations(pm: PluginManager) -> dict[str, Declaration]:
-    """Every enabled technique's declaration, keyed by technique; one without the hook gets a reason.
-
-    Raises:
-        PluginError: a declaration has unknown keys, or off values outside the technique's namespace.
-    """
-    found: dict[str, Declaration] = {}
-    for impl in pm.hook.autobert_ablation.get_hookimpls():
-        name = impl.plugin_name
-        answer = impl.function() or {}
-        where = f"technique {name!r} (its autobert_ablation)"
-        if not isinstance(answer, Mapping) or set(answer) - DECLARATION_KEYS:
-            raise PluginError(f"{where} returned {answer!r}; return {{'off': {{...}}, 'on': {{...}}}} or "
-                              "{'reason': 'why it cannot be switched off'}")
-        off, on = answer.get("off"), answer.get("on")
-        for key in off or {}:
-            if key.split(".", 1)[0] != name:
-                raise PluginError(f"{where} switches off {key!r}; off values must be the technique's own "
-                                  f"parameters ('{name}.<parameter>')")
-        reason = answer.get("reason") or ("" if off else "declares no off value")
-        found[name] = Declaration(name, dict(off) if off else None, dict(on) if on else None, reason)
-    for name in pm.techniques:
-        found.setdefault(name, Declaration(name, reason="declares no off value (no autobert_ablation hook)"))
-    return found
-
-
-def off_values(pm: PluginManager) -> dict[str, dict[str, Any]]:
-    """``{technique: its off values}`` of every enabled technique that declares them."""
-    return {name: d.off for name, d in declared_ablations(pm).items() if d.off}
-
-
-def uses(params: Mapping[str, Any], declaration: Declaration) -> bool:
-    """Whether a recipe uses the technique: one of its off parameters is drawn, with another value."""
-    return any(key in params and params[key] != value for key, value in (declaration.off or {}).items())
 
 
 # ---------------------------------------------------------------------------
@@ -328,13 +277,13 @@ def default_output(frozen_path: Path) -> Path:
 
 
 def _open(frozen: FrozenConfig, url: str) -> optuna.Study:
-    from autobert.search import make_storage
+    from autobert.study.search import make_storage
 
     try:
         return optuna.create_study(study_name=study_name(frozen), storage=make_storage(frozen, url),
                                    direction=frozen.direction, load_if_exists=True)
     except Exception as exc:  # noqa: BLE001  (the storage's own errors, said for people)
-        from autobert.storage import storage_problem
+        from autobert.store.storage import storage_problem
 
         raise AutobertError(storage_problem(url, exc)) from None
 
@@ -354,7 +303,7 @@ def _stored_seeds(opened: optuna.Study, key: str, want_test: bool) -> dict[str, 
 
 def _fail_leftovers(opened: optuna.Study, url: str) -> Any:
     """Take SQLite's one-worker lock and fail trials a killed ablation left RUNNING; elsewhere, stale ones."""
-    from autobert.storage import SQLiteWorkerLock, storage_kind
+    from autobert.store.storage import SQLiteWorkerLock, storage_kind
 
     if storage_kind(url) == "sqlite":
         lock = SQLiteWorkerLock(url).acquire()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from autobert import hookimpl
-from autobert.services import NO_DECAY, decays, parameter_groups  # noqa: F401  (decays, NO_DECAY: kept importable here)
+from autobert.hookspecs import hookimpl
+from autobert.run.models import parameter_groups
 
 
 @hookimpl

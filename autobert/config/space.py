@@ -253,7 +253,7 @@ class SearchSpace:
         """
         if self.hooks is None:
             return {}
-        from autobert.settings import Setting
+        from autobert.config.settings import Setting
 
         values: dict[str, Any] = {}
         for impl in self.hooks.autobert_settings.get_hookimpls():

@@ -16,14 +16,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from autobert.config import FrozenConfig, HubSource, load_yaml, write_atomic
+from autobert.config.schema import FrozenConfig, HubSource, load_yaml, write_atomic
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def base_model(frozen: FrozenConfig) -> str | None:
     """The Hub id the recipe started from: the study's ``model`` when it is one, else what its folder's own card says."""
-    from autobert.pipeline import resolve_model
+    from autobert.run.models import resolve_model
 
     if not frozen.model.startswith("package:") and HUB_ID.match(frozen.model) and not frozen.resolve_path(frozen.model).exists():
         return frozen.model

@@ -24,9 +24,9 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from autobert.config import StudyConfig, write_atomic
+from autobert.config.schema import StudyConfig, write_atomic
 from autobert.errors import AutobertError
-from autobert.aggregate import mean_std
+from autobert.run.aggregate import mean_std
 
 
 class _Skip(Exception):
@@ -50,7 +50,7 @@ def load_stored_study(study: StudyConfig, storage: str | None = None) -> optuna.
     Raises:
         AutobertError: the storage holds no study of that name.
     """
-    from autobert.search import make_storage
+    from autobert.study.search import make_storage
 
     try:
         return optuna.load_study(study_name=study.name, storage=make_storage(study, storage))
@@ -268,7 +268,7 @@ figcaption { color: #555; font-size: 0.9em; }
 
 
 def render_html(study: optuna.Study, config: StudyConfig, figures: list[Figure], top: int = 10) -> str:
-    from autobert.planner import trial_summary
+    from autobert.strategy.planner import trial_summary
 
     counts = trial_summary(study)
     seconds = sum(t.user_attrs.get("seconds", 0) for t in study.get_trials(deepcopy=False))
@@ -306,7 +306,7 @@ def render_html(study: optuna.Study, config: StudyConfig, figures: list[Figure],
 
 def _ablation_section(study: optuna.Study, config: StudyConfig) -> str:
     """The ablation of the study's best recipe (``autobert ablate``), when one is stored under the study's folder."""
-    from autobert.ablate import find_ablation
+    from autobert.ablation.ablate import find_ablation
 
     ranked = _ranked(study)
     found = find_ablation(config.study_dir, study.study_name, ranked[0].number, ranked[0].params) if ranked else None

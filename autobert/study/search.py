@@ -13,18 +13,19 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-import autobert
-from autobert.config import FrozenConfig, StudyConfig, dump_yaml, relocate, write_atomic
-from autobert.data import TaskData
+from autobert.version import __version__
+from autobert.config.schema import FrozenConfig, StudyConfig, dump_yaml, relocate, write_atomic
+from autobert.run.data import TaskData
 from autobert.errors import AutobertError, ConfigError, PluginError, TrialFailed
-from autobert import budget, warm_start
-from autobert.pipeline import Progress, TrialResult, draw_params, mean_std, run_seeds
-from autobert.planner import Planner, finalists, trial_summary, winner
-from autobert.plugin_manager import PluginManager, get_plugin_manager
-from autobert.settings import declared_settings, relocated_settings
-from autobert.storage import SQLiteWorkerLock, open_storage, recover_dead_trials, shown, storage_kind, storage_problem
-# Validation lives in autobert.validation; these names stay importable from here.
-from autobert.validation import changed_space, check_frozen, stored_definitions, validate_study  # noqa: F401
+from autobert.run import clock
+from autobert.strategy import budget, warm_start
+from autobert.run.pipeline import Progress, TrialResult, draw_params, run_seeds
+from autobert.run.aggregate import mean_std
+from autobert.strategy.planner import Planner, finalists, trial_summary, winner
+from autobert.run.plugin_manager import PluginManager, get_plugin_manager
+from autobert.config.settings import declared_settings, relocated_settings
+from autobert.store.storage import SQLiteWorkerLock, open_storage, recover_dead_trials, shown, storage_kind, storage_problem
+from autobert.study.validation import changed_space, stored_definitions
 
 
 # ---------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=1 if cfg.n_startup_trials is None else cfg.n_startup_trials,
                                            n_warmup_steps=cfg.n_warmup_steps)
     if cfg.name == "fraction":
-        from autobert.pruners import ScheduleFractionPruner
+        from autobert.strategy.pruners import ScheduleFractionPruner
 
         return ScheduleFractionPruner(min_fraction=cfg.min_fraction, percentile=cfg.percentile,
                                       n_startup_trials=3 if cfg.n_startup_trials is None else cfg.n_startup_trials)
@@ -97,7 +98,7 @@ def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
 def make_storage(study: StudyConfig, override: str | None = None) -> optuna.storages.BaseStorage:
     """The study's storage: an SQLAlchemy URL (sqlite, postgresql, mysql) or
     ``journal:///PATH`` for Optuna's journal file (relative to the study file);
-    see :mod:`autobert.storage`."""
+    see :mod:`autobert.store.storage`."""
     return open_storage(override or study.storage_url, study.resolve_path, study.heartbeat, study.study_dir)
 
 
@@ -192,7 +193,7 @@ def make_objective(
     attributes. With several seeds, the value on seed i is reported at step i,
     so ``WilcoxonPruner`` can stop a recipe after its first seeds.
 
-    With a ``planner`` (:mod:`autobert.planner`), every trial also stores its
+    With a ``planner`` (:mod:`autobert.strategy.planner`), every trial also stores its
     ``predicted_seconds`` (and ``predicted_work``, ``cost_terms``, ``runs``)
     before it starts; one the planner refuses is pruned at once with the
     reason in ``not_started``; one the clock stops is pruned with the reason
@@ -254,12 +255,12 @@ def make_objective(
             raise
         start = time.perf_counter()
         try:
-            with budget.running(planner.clock(prediction, finalist_seed is not None) if planner else budget.Clock()):
+            with clock.running(planner.clock(prediction, finalist_seed is not None) if planner else clock.Clock()):
                 result = run_seeds(
                     study, trial, pm, data, seeds=run_seeds_, progress=progress,
                     after_seed=lambda index, seed, results: after_seed(trial, index, seed, results),
                 )
-        except budget.TrialStopped as exc:
+        except clock.TrialStopped as exc:
             trial.set_user_attr("stopped_reason", str(exc))
             trial.set_user_attr("pruned_reason", str(exc))
             raise optuna.TrialPruned(str(exc)) from None
@@ -351,7 +352,7 @@ def run_search(
     again) the trials a dead worker left RUNNING; everywhere, refuse a study
     file whose space the stored trials cannot continue with.
 
-    With a ``timeout`` the search keeps it (:mod:`autobert.planner`): trials
+    With a ``timeout`` the search keeps it (:mod:`autobert.strategy.planner`): trials
     that do not fit the time left, or the cheap-first cap, are not started;
     a running trial stops at the deadline; the last ``finalists.share`` of
     the time re-runs the best recipes on fresh seeds. ``n_trials`` with a
@@ -481,7 +482,7 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
         technique, short = name.split(".", 1)
         techniques.setdefault(technique, {})[short] = value
     raw["techniques"] = techniques
-    # What `precision: auto` resolved to where the trial ran (autobert.pipeline.run_seeds records it);
+    # What `precision: auto` resolved to where the trial ran (autobert.run.pipeline.run_seeds records it);
     # a trial without it ran before autobert had precisions, in fp32.
     raw["precision"] = trial.user_attrs.get("precision", "fp32")
     raw["provenance"] = {
@@ -489,7 +490,7 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
         "trial": trial.number,
         "value": trial.value,
         "metric": study.metric,
-        "autobert_version": autobert.__version__,
+        "autobert_version": __version__,
         "plugins": {name: t.source for name, t in sorted(pm.techniques.items())},
         "data_fingerprint": dict(sorted(data.fingerprints.items())),
         "params": dict(sorted(trial.params.items())),

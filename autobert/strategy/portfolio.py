@@ -13,7 +13,7 @@ one could have found. autobert does the same for fine-tuning recipes:
    the worst candidate on that task, 1 = the best), as auto-sklearn 2.0 and
    TabRepo do, so that an easy task does not outvote a hard one.
 3. :func:`fit_recipe` fits a recipe to a study's own space (the warm start,
-   :mod:`autobert.warm_start`): values outside an override move to the nearest
+   :mod:`autobert.strategy.warm_start`): values outside an override move to the nearest
    allowed value; a recipe that needs a technique the study does not have is
    skipped, with the reason.
 
@@ -37,10 +37,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from autobert.config import dump_yaml, load_yaml, write_atomic
+from autobert.config.schema import dump_yaml, load_yaml, write_atomic
 from autobert.errors import AutobertError, ConfigError
 
-BUILTIN = Path(__file__).with_name("portfolios") / "minilm.yaml"
+BUILTIN = Path(__file__).parents[1] / "portfolios" / "minilm.yaml"
 PORTFOLIO_KEY = "portfolio"  # study user attribute naming the evaluation a task study belongs to
 
 
@@ -140,7 +140,7 @@ def candidates_from_study(storage: str, name: str, top: int, base_dir: Path | No
     """
     import optuna
 
-    from autobert.storage import open_storage, shown
+    from autobert.store.storage import open_storage, shown
 
     try:
         backend = open_storage(storage, lambda p: (base_dir or Path.cwd()) / p, must_exist=True)
@@ -152,7 +152,7 @@ def candidates_from_study(storage: str, name: str, top: int, base_dir: Path | No
         raise
     except Exception as exc:
         raise AutobertError(f"cannot open storage {shown(storage)} for study {name!r}: {exc}") from None
-    from autobert.planner import top_distinct_trials
+    from autobert.strategy.planner import top_distinct_trials
 
     return [Recipe(f"{name}#{t.number}", dict(t.params), f"{shown(storage)} {name}")
             for t in top_distinct_trials(opened, top)]
@@ -251,9 +251,9 @@ def fit_recipe(recipe: Recipe, effective: Mapping[str, Any], off: Mapping[str, M
 
 def study_space(study: Any, pm: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A study's effective space and its techniques' off values."""
-    from autobert.ablate import off_values
+    from autobert.strategy.declarations import off_values
 
-    from autobert.plugin_manager import get_plugin_manager
+    from autobert.run.plugin_manager import get_plugin_manager
 
     effective = pm.effective_space(study.overrides).effective
     # Every installed technique's off values, enabled here or not: a recipe that names a technique the study
@@ -282,79 +282,7 @@ def task_study_name(name: str, task: str) -> str:
     return f"{name}.{task}"
 
 
-def evaluate(candidates: list[Recipe], tasks: list[Any], seeds: list[int], storage: str, *, name: str = "portfolio",
-             say: Callable[[str], None] = print, progress: Any = None) -> dict[str, int]:
-    """Run every candidate on every task study with every seed; store each score as a trial.
-
-    Each task gets its own Optuna study ``<name>.<task study name>`` in
-    ``storage``; a (candidate, seed) already stored (complete or failed) is not
-    run again, so the same command resumes an interrupted evaluation.
-
-    Returns: ``{"run": n, "stored": n, "skipped": n, "failed": n}``.
-    """
-    import optuna
-
-    from autobert.config import PrunerConfig, SamplerConfig
-    from autobert.data import load_task_data
-    from autobert.errors import TrialFailed
-    from autobert.search import discard_queued, make_objective, open_study, plugin_manager_for
-
-    counts = {"run": 0, "stored": 0, "skipped": 0, "failed": 0}
-    prepared = []
-    for task in tasks:
-        pm = plugin_manager_for(task)
-        data = load_task_data(task)
-        effective, off = study_space(task, pm)
-        for seed in seeds:
-            run_config = task.model_copy(update={
-                "name": task_study_name(name, task.name), "seed": seed, "seeds": None, "storage": storage,
-                "pruner": PrunerConfig(name="none"), "sampler": SamplerConfig(name="random", seed=seed),
-                # A lost run is run again by the next `evaluate`, under its own name: no anonymous retries.
-                "heartbeat": task.heartbeat.model_copy(update={"retries": 0})})
-            opened = open_study(run_config, storage)
-            if opened.user_attrs.get(PORTFOLIO_KEY) is None:
-                opened.set_user_attr(PORTFOLIO_KEY, name)
-                opened.set_user_attr("task", task.name)
-                opened.set_user_attr("rows", {k: len(v) for k, v in data.splits.items()})
-            prepared.append((task, seed, pm, effective, off, opened, make_objective(run_config, pm, data, progress)))
-    # Candidate by candidate over the tasks: an interrupted evaluation has whole columns, not whole rows.
-    told: set[tuple[str, str]] = set()
-    for recipe in candidates:
-        for task, seed, pm, effective, off, opened, objective in prepared:
-            trials = opened.get_trials(deepcopy=False)
-            if any(_candidate(t, trials) == recipe.name and t.state == optuna.trial.TrialState.COMPLETE
-                   and t.user_attrs.get("seed") == seed for t in trials):
-                counts["stored"] += 1
-                continue
-            fitted = fit_recipe(recipe, effective, off, pm.techniques)
-            first_seed = (recipe.name, task.name) not in told
-            told.add((recipe.name, task.name))
-            if fitted.skipped:
-                counts["skipped"] += 1
-                if first_seed:
-                    say(f"{task.name}: candidate {recipe.name} skipped: {fitted.skipped}")
-                continue
-            for note in fitted.adjusted if first_seed else ():
-                say(f"{task.name}: candidate {recipe.name}: {note}")
-            # Queued by an evaluation that was stopped: Optuna would run it before ours.
-            discard_queued(opened, "not started: queued by an evaluation that was stopped")
-            # The recipe as the candidate gave it: what a portfolio carries, not what the sampler filled in.
-            opened.enqueue_trial(fitted.params, user_attrs={"candidate": recipe.name, "recipe": recipe.params})
-            opened.optimize(objective, n_trials=1, catch=(TrialFailed,))
-            trial = next((t for t in reversed(opened.get_trials(deepcopy=False))
-                          if t.user_attrs.get("candidate") == recipe.name), None)
-            counts["run"] += 1
-            if trial is None or trial.state != optuna.trial.TrialState.COMPLETE:
-                counts["failed"] += 1
-                reason = trial.user_attrs.get("fail_reason", "") if trial else ""
-                say(f"{task.name}: candidate {recipe.name} (seed {seed}) failed: {reason}")
-            else:
-                say(f"{task.name}: candidate {recipe.name} (seed {seed}): {task.metric} {trial.value:.4f} "
-                    f"in {trial.user_attrs.get('seconds', 0):.0f}s")
-    return counts
-
-
-def _candidate(trial: Any, trials: list[Any]) -> str | None:
+def candidate_of(trial: Any, trials: list[Any]) -> str | None:
     """The candidate a stored trial scored; a re-run of a lost trial scored its original's."""
     name = trial.user_attrs.get("candidate")
     original = trial.system_attrs.get("failed_trial")
@@ -418,7 +346,7 @@ def read_matrix(storage: str, name: str = "portfolio") -> ScoreMatrix:
     """
     import optuna
 
-    from autobert.storage import open_storage, shown
+    from autobert.store.storage import open_storage, shown
 
     try:
         backend = open_storage(storage, must_exist=True)
@@ -439,7 +367,7 @@ def read_matrix(storage: str, name: str = "portfolio") -> ScoreMatrix:
         meta["rows"][task] = summary.user_attrs.get("rows")
         trials = opened.get_trials(deepcopy=False)
         for trial in trials:
-            candidate = _candidate(trial, trials)
+            candidate = candidate_of(trial, trials)
             if trial.state != optuna.trial.TrialState.COMPLETE:
                 continue
             if candidate is None:
@@ -492,7 +420,7 @@ def build(matrix: ScoreMatrix, size: int, *, exclude: Iterable[str] = (), off: M
     ``off`` and ``techniques`` (the installed techniques' off values and
     names) let the provenance say which techniques won places and which did not.
     """
-    from autobert import __version__
+    from autobert.version import __version__
 
     exclude = set(exclude)
     tasks = [t for t in matrix.tasks if t not in exclude]
@@ -560,6 +488,6 @@ def leave_one_task_out(matrix: ScoreMatrix, size: int) -> list[dict[str, Any]]:
 
 __all__ = [
     "BUILTIN", "Fitted", "Portfolio", "Recipe", "ScoreMatrix", "build", "builtin_portfolio", "candidates_from_study",
-    "coverage", "evaluate", "fit_recipe", "greedy", "leave_one_task_out", "load_recipes", "read_matrix", "study_space",
+    "candidate_of", "coverage", "fit_recipe", "greedy", "leave_one_task_out", "load_recipes", "read_matrix", "study_space", "task_study_name",
     "uses_technique", "write_portfolio",
 ]

@@ -18,12 +18,13 @@ from typing import Any
 
 import optuna
 
-from autobert.config import FrozenConfig, StudyConfig
-from autobert.data import TaskData, load_task_data
+from autobert.config.schema import FrozenConfig, StudyConfig
+from autobert.run.data import TaskData, load_task_data
 from autobert.errors import ConfigError
-from autobert.pipeline import load_tokenizer, metric_names, resolve_model
-from autobert.plugin_manager import PluginManager, available_technique_names
-from autobert.settings import declared_settings, resolve_settings
+from autobert.run.models import load_tokenizer, resolve_model
+from autobert.run.pipeline import metric_names
+from autobert.run.plugin_manager import PluginManager, available_technique_names
+from autobert.config.settings import declared_settings, resolve_settings
 
 
 def _did_you_mean(name: str, options: list[str]) -> str:
@@ -73,7 +74,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
                 + "; remove the key or fix its spelling"
             )
 
-    from autobert.warm_start import problems as warm_start_problems
+    from autobert.strategy.warm_start import problems as warm_start_problems
 
     problems.extend(warm_start_problems(study))
 

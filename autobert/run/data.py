@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autobert.config import DataConfig, HubSource, StudyConfig
+from autobert.config.schema import DataConfig, HubSource, StudyConfig
 from autobert.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")

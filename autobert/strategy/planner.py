@@ -1,7 +1,7 @@
 """What a search runs next and when it stops: the time budget, cheap first, finalists.
 
 A :class:`Planner` lives for one ``autobert search`` run. It predicts each
-trial's cost (:mod:`autobert.budget`), refuses to start one that does not fit
+trial's cost (:mod:`autobert.strategy.budget`), refuses to start one that does not fit
 the time left or the cheap-first cap, stops the search at its deadline, and
 then spends the budget's last share (``finalists.share``, 20 % by default)
 re-running the best ``finalists.top`` recipes on seeds the search has not
@@ -20,8 +20,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from autobert import budget
-from autobert.budget import Calibration, Prediction
+from autobert.run.clock import Clock
+from autobert.strategy import budget
+from autobert.strategy.budget import Calibration, Prediction
 
 #: Stop the main phase after this many recipes in a row that did not fit (nothing affordable is left).
 MAX_SKIPS_IN_A_ROW = 30
@@ -132,7 +133,7 @@ class Planner:
 
     def __init__(self, study: Any, pm: Any, data: Any, opened: optuna.Study, timeout: float | None,
                  n_trials: int | None):
-        from autobert.settings import declared_settings, resolve_settings
+        from autobert.config.settings import declared_settings, resolve_settings
 
         self.study, self.pm, self.opened, self.n_trials = study, pm, opened, n_trials
         self.split_rows = {name: len(split) for name, split in data.splits.items()}
@@ -190,7 +191,7 @@ class Planner:
         A cheaper variant made while no recipe has completed yet may use the
         time left: it is already the sampled recipe at its cheapest, and the
         search needs one finished trial to calibrate its predictions on. A
-        warm-start recipe (:mod:`autobert.warm_start`) may use the time left
+        warm-start recipe (:mod:`autobert.strategy.warm_start`) may use the time left
         too: the cap guards against the sampler's expensive guesses, and a
         portfolio recipe is no guess.
         """
@@ -264,15 +265,15 @@ class Planner:
 
     def _declarations(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         if not hasattr(self, "_declared"):
-            from autobert.ablate import off_values
+            from autobert.strategy.declarations import off_values
 
             self._declared = off_values(self.pm)
             self._effective = self.pm.effective_space(self.study.overrides).effective
         return self._declared, self._effective
 
-    def clock(self, prediction: Prediction | None, finalist: bool) -> budget.Clock:
+    def clock(self, prediction: Prediction | None, finalist: bool) -> Clock:
         deadline = self.deadline if finalist else self.main_deadline
-        return budget.Clock(deadline=deadline, predicted=prediction.seconds if prediction else None)
+        return Clock(deadline=deadline, predicted=prediction.seconds if prediction else None)
 
     # -- the main phase's stop rule (an Optuna callback) ---------------------
 

@@ -1,0 +1,1 @@
+"""`autobert ablate`: arm planning, statistics, the runner and the rendering."""

@@ -1,0 +1,1 @@
+"""One module per `autobert` command: each parses its arguments and calls a library function."""

@@ -1,0 +1,1 @@
+"""Study file and frozen config: schema, the search space, technique settings."""

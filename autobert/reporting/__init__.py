@@ -1,0 +1,1 @@
+"""What autobert writes for people: the study report and the model card."""

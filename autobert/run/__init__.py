@@ -1,0 +1,1 @@
+"""One trial's run: the pipeline, the plugin manager and its defaults, data, device, models, the trial clock."""

@@ -1,0 +1,1 @@
+"""Where studies live and what a trial stores: storages, locks, heartbeats, the trial record."""
