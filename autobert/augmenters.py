@@ -8,6 +8,7 @@ and every technique that offers a method (the built-in ``eda``,
 from __future__ import annotations
 
 from typing import Any
+from autobert.errors import PluginError
 
 __all__ = ["Augmenter", "registered_augmenters"]
 
@@ -101,8 +102,6 @@ def registered_augmenters(hooks: Any, settings: dict[str, Any],
     Raises:
         PluginError: two plugins register the same name, or a value is no augmenter.
     """
-    from autobert.errors import PluginError
-
     found: dict[str, Augmenter] = {}
     owners: dict[str, str] = {}
     if hooks is None:

@@ -111,6 +111,40 @@ def autobert_trial_cost(
 
 
 @hookspec
+def autobert_cost_knobs() -> Mapping[str, Any] | None:
+    """Declare the technique's cost knobs: its parameters whose lower values make a trial cheaper.
+
+    :return: ``{"technique.parameter": knob}``, the technique's own
+        parameters in the order it would rather have them lowered, or
+        ``None``. A knob is ``{"steps": ..., "passes": ...}``:
+
+        * ``steps``: ``"down"`` for an integer parameter (one less at a time,
+          down to the lowest value the study's space allows), or the values
+          to try, dearest first (``[8, 4, 2, 1]``): the steps after the
+          recipe's own value (for a number the list lacks, those below it).
+        * ``passes`` (optional, ``False``): ``True`` when the parameter counts
+          passes over the training data (``{"steps": "down", "passes": True}``
+          for a count of epochs). The engine's own evaluation runs at every
+          report of every pass, so the cost model scales it with this value
+          (one pass where no enabled technique says so). At most one
+          enabled technique may declare such a knob.
+
+        A bare ``"down"`` or list of steps stands for ``{"steps": ...}``.
+
+    A timed search makes a recipe over its cheap-first cap fit as its
+    *cheaper variant*: it switches the costliest techniques off (their
+    :func:`autobert_ablation` off values) and then lowers the knobs, the
+    technique with the most predicted work first, each knob a step at a time
+    while the recipe is over the cap and each step lowers its predicted cost
+    (:func:`autobert_trial_cost`); values the study's space does not allow
+    are skipped. Called for every enabled technique whenever the search
+    predicts a trial's cost or makes a cheaper variant; any technique may
+    implement it. Naming another technique's parameter, or a knob of another
+    shape, raises ``PluginError``. Must be cheap and free of side effects.
+    """
+
+
+@hookspec
 def autobert_settings() -> Mapping[str, Setting] | None:
     """Declare the technique's settings: fixed values the user gives once, never searched.
 

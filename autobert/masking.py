@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from autobert.stage_cache import cache_key
+from autobert.errors import PluginError
 
 __all__ = [
     "MaskingCollator", "MaskingContext", "MaskingExample", "MaskingStrategy", "budget_for", "encode_corpus",
@@ -170,8 +172,6 @@ class MaskingStrategy:
 
 def strategy_key(strategy: MaskingStrategy, params: dict[str, Any], run: Any = None) -> str:
     """A short hash of :meth:`MaskingStrategy.identity`."""
-    from autobert.stage_cache import cache_key
-
     return cache_key(strategy.identity(params, run), 16)
 
 
@@ -181,8 +181,6 @@ def registered_strategies(hooks: Any) -> dict[str, Any]:
     Raises:
         PluginError: two plugins register the same name.
     """
-    from autobert.errors import PluginError
-
     found: dict[str, Any] = {}
     owners: dict[str, str] = {}
     if hooks is None:

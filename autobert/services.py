@@ -37,6 +37,8 @@ from autobert.run.models import (ENCODER_RULE, EncoderParts, decays, encoder_not
                                  layer_depths, load_mlm, load_tokenizer, mlm_head, parameter_groups, resolve_model,
                                  study_model_layers)
 from autobert.trial_run import TrialRun
+from autobert.stage_cache import content_key
+from autobert.stage_cache import cache_key
 
 __all__ = [
     "ENCODER_RULE", "EncoderParts", "SubTrialResult", "TrialRun", "decays", "encoder_not_found", "find_encoder",
@@ -94,7 +96,7 @@ def train_model(run: TrialRun, datasets: Mapping[str, Any], *, params: Mapping[s
         PluginError: ``techniques`` names a technique the trial does not run.
         TrialFailed: the sub-trial failed (its loss diverged, ...).
     """
-    from autobert.run.pipeline import run_subtrial
+    from autobert.run.pipeline import run_subtrial  # here, not at the top: keeps torch out of `import autobert`
 
     result = run_subtrial(run, dict(datasets), params=dict(params), save_to=None if save_to is None else Path(save_to),
                           seed=seed, techniques=None if techniques is None else tuple(techniques))
@@ -136,7 +138,7 @@ def predict_logits(run: TrialRun, model_dir: str | Path, dataset: Any, batch_siz
 
 def subtrial_settings(run: TrialRun, techniques: Iterable[str] | None = None) -> dict[str, Any]:
     """The settings a :func:`train_model` call with ``techniques`` trains with (for its cache key)."""
-    from autobert.run.pipeline import subtrial_settings as settings_of
+    from autobert.run.pipeline import subtrial_settings as settings_of  # keeps torch out of `import autobert`
 
     return settings_of(run, None if techniques is None else tuple(techniques))
 
@@ -148,17 +150,17 @@ def subtrial_settings(run: TrialRun, techniques: Iterable[str] | None = None) ->
 
 def fingerprint(texts: list[str], labels: list[int]) -> str:
     """A short hash of a split's texts and labels, in order."""
-    from autobert.run.data import fingerprint as of
+    from autobert.run import data as run_data  # here: keeps pydantic and the data readers out of `import autobert`
 
-    return of(texts, labels)
+    return run_data.fingerprint(texts, labels)
 
 
 def read_split(study: Any, split: str) -> Any:
     """The study's ``split`` (``train``, ``validation``, ``test``) as the data file gives it, every column
     kept (a ``pandas.DataFrame``); for a technique that reads extra columns."""
-    from autobert.run.data import read_split as read
+    from autobert.run import data as run_data  # here: keeps pydantic and the data readers out of `import autobert`
 
-    return read(study, split)
+    return run_data.read_split(study, split)
 
 
 def load_task_data(study: Any) -> Any:
@@ -167,15 +169,13 @@ def load_task_data(study: Any) -> Any:
     Raises:
         ConfigError: the data has problems (every one listed).
     """
-    from autobert.run.data import load_task_data as load
+    from autobert.run import data as run_data  # here: keeps pydantic and the data readers out of `import autobert`
 
-    return load(study)
+    return run_data.load_task_data(study)
 
 
 def model_identity(checkpoint: str) -> dict[str, Any]:
     """A model for a cache key: its name, and for a local folder its config and weight sizes."""
-    from autobert.stage_cache import content_key
-
     path = Path(checkpoint)
     if not path.is_dir():
         return {"model": checkpoint}
@@ -188,6 +188,4 @@ def model_identity(checkpoint: str) -> dict[str, Any]:
 
 def tokenizer_identity(tokenizer: Any) -> str:
     """A tokenizer for a cache key: a short hash of its class, vocabulary and special tokens."""
-    from autobert.stage_cache import cache_key
-
     return cache_key([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()), tokenizer.all_special_tokens], 16)

@@ -40,6 +40,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from filelock import FileLock, Timeout
 
+from autobert.permissions import follow_umask
+
 MARKER = "COMPLETE"
 INFO = "autobert-cache.json"
 HITS = "hits.log"
@@ -186,6 +188,7 @@ class StageCache:
             f.write("ok\n")
             f.flush()
             os.fsync(f.fileno())
+        follow_umask(staged)  # mkdtemp's 0700 (and safetensors' 0600): a worker running as another user reads it too
         if final.exists() and not (final / MARKER).is_file():
             # Never complete (a crash, or written by hand or by an older version): replace it.
             _remove(final)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from autobert.stage_cache import StageCache
 
 
 @dataclass
@@ -73,8 +74,6 @@ class TrialRun:
         ``run.cache.build(kind, cache_key(described), builder, description)``
         builds an entry once (crash-safe, locked, listed by ``autobert cache ls``).
         """
-        from autobert.stage_cache import StageCache
-
         return StageCache(self.cache_dir)
 
     @property

@@ -48,10 +48,12 @@ from run import FRESH_SEEDS, MODEL, best_so_far, counts, describe, run_hp_search
 from autobert.config.schema import StudyConfig, load_frozen
 from autobert.run.data import load_task_data
 from autobert.run.aggregate import mean_std
-from autobert.run.pipeline import quiet_transformers, run_seeds
+from autobert.run.pipeline import quiet_transformers
 from autobert.run.models import resolve_model
 from autobert.run.plugin_manager import get_plugin_manager
+from autobert.store.record import TrialRecord
 from autobert.study.search import export_best, run_search
+from autobert.study.train import train_frozen
 
 BENCHMARK_SPACE = yaml.safe_load(Path(__file__).with_name("sst2-benchmark.yaml").read_text(encoding="utf-8"))
 
@@ -74,28 +76,28 @@ def run_autobert(work: Path, data: dict, seeds: list[int], budget: float, space:
     search_seconds = time.perf_counter() - start
     frozen = load_frozen(export_best(study, opened, pm, task_data))
     trials = opened.trials
-    skipped = sum("not_started" in t.user_attrs for t in trials)
-    finalist_runs = [t for t in trials if "finalist_of" in t.user_attrs]
-    ran = [t for t in trials if "not_started" not in t.user_attrs and "finalist_of" not in t.user_attrs]
+    records = {t.number: TrialRecord.from_trial(t) for t in trials}
+    skipped = sum(records[t.number].is_skipped for t in trials)
+    finalist_runs = [t for t in trials if records[t.number].is_finalist]
+    ran = [t for t in trials if not records[t.number].is_skipped and not records[t.number].is_finalist]
     print(f"autobert ({space}): {len(ran)} trials ({counts(ran)}), {skipped} not started, {len(finalist_runs)} finalist "
           f"runs in {search_seconds:.0f}s; winner trial {frozen.provenance.trial} ({frozen.provenance.value:.4f})",
           flush=True)
     start = time.perf_counter()
-    result = run_seeds(frozen, optuna.trial.FixedTrial(frozen.params, number=frozen.provenance.trial), pm, task_data,
-                       seeds=seeds, evaluate_test=True)
+    result = train_frozen(frozen, pm, task_data, seeds=seeds).runs
     retrain = time.perf_counter() - start
     tests = [r.test_metrics["accuracy"] for r in result.results]
     for s, t in zip(seeds, tests):
         print(f"autobert winner, seed {s}: test {t:.4f}", flush=True)
-    predicted = [(t.user_attrs["predicted_seconds"], t.user_attrs["seconds"]) for t in ran
-                 if t.state.name == "COMPLETE" and "predicted_seconds" in t.user_attrs]
+    predicted = [(records[t.number].predicted_seconds, records[t.number].seconds) for t in ran
+                 if t.state.name == "COMPLETE" and records[t.number].predicted_seconds is not None]
     return {"system": f"autobert ({space} space)", "search_seconds": search_seconds,
             "trial_seconds": trial_seconds(trials),
             "trials": f"{len(ran)} ({counts(ran)}); {skipped} not started; {len(finalist_runs)} finalist runs",
             "recipe": describe(frozen.params), "search_value": frozen.provenance.value,
             "finalists": frozen.provenance.finalists, "predicted_vs_actual": predicted,
             "test": tests, "validation": [r.value for r in result.results], "retrain_seconds": retrain,
-            "curve": best_so_far([t for t in trials if "finalist_of" not in t.user_attrs])}
+            "curve": best_so_far([t for t in trials if not records[t.number].is_finalist])}
 
 
 def merge(paths: list[Path], output: Path) -> int:

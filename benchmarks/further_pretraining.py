@@ -41,6 +41,7 @@ import autobert
 from autobert.config.schema import StudyConfig
 from autobert.run.pipeline import quiet_transformers, run_pipeline
 from autobert.run.plugin_manager import get_plugin_manager
+from autobert.store.record import TrialRecord
 from autobert.study.search import run_search
 from autobert.study.validation import validate_study
 
@@ -85,11 +86,13 @@ def search_timing(args, work: Path, data: dict, further: dict, finetune: dict) -
         opened = run_search(study, pm, task_data, n_trials=args.trials)
         seconds = time.perf_counter() - start
         trials = [t for t in opened.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        stages = [s for t in trials for s in t.user_attrs.get("further_pretraining", [])]
+        records = [TrialRecord.from_trial(t) for t in trials]
+        stages = [s for r in records for s in r.notes.get("further_pretraining", [])]
         runs[label] = {
             "seconds": seconds,
             # The validation loss too: equal to the last bit, not merely the same accuracy.
-            "values": [(t.value, t.user_attrs.get("metrics", {}).get("loss")) for t in trials], "params": [t.params for t in trials],
+            "values": [(t.value, (r.metrics or {}).get("loss")) for t, r in zip(trials, records)],
+            "params": [t.params for t in trials],
             "hits": sum("cache hit" in s for s in stages), "resumed": sum("resumed" in s for s in stages),
             "built": sum(s.endswith("built") or s.endswith("not cached") for s in stages),
             "stages": [t.params["further_pretraining.stages"] for t in trials],

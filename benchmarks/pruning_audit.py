@@ -55,6 +55,7 @@ from autobert.config.schema import StudyConfig
 from autobert.run.data import load_task_data
 from autobert.run.pipeline import quiet_transformers
 from autobert.run.plugin_manager import get_plugin_manager
+from autobert.store.record import TrialRecord, store as store_record
 from autobert.strategy.pruners import ScheduleFractionPruner
 from autobert.study.search import run_search
 
@@ -86,10 +87,10 @@ def record(task: str, args, work: Path) -> list[dict]:
     start = time.perf_counter()
     opened = run_search(study, pm, load_task_data(study), n_trials=args.trials)
     print(f"{task}: {len(opened.trials)} trials in {time.perf_counter() - start:.0f}s", flush=True)
-    return [{"number": t.number, "value": t.value, "seconds": t.user_attrs["seconds"],
-             "total_steps": t.user_attrs["total_steps"], "warmup_steps": t.user_attrs.get("warmup_steps", 0),
-             "curve": sorted(t.intermediate_values.items()), "params": t.params}
-            for t in opened.trials if t.state == TrialState.COMPLETE]
+    complete = [(t, TrialRecord.from_trial(t)) for t in opened.trials if t.state == TrialState.COMPLETE]
+    return [{"number": t.number, "value": t.value, "seconds": r.seconds, "total_steps": r.total_steps,
+             "warmup_steps": r.warmup_steps or 0, "curve": sorted(t.intermediate_values.items()), "params": t.params}
+            for t, r in complete]
 
 
 def replay(trials: list[dict], make_pruner) -> dict:
@@ -101,8 +102,7 @@ def replay(trials: list[dict], make_pruner) -> dict:
     pruned, spent, full = [], 0.0, 0.0
     for t in trials:
         trial = study.ask()
-        trial.set_user_attr("total_steps", t["total_steps"])
-        trial.set_user_attr("warmup_steps", t["warmup_steps"])
+        store_record(trial, total_steps=t["total_steps"], warmup_steps=t["warmup_steps"])
         stopped_at = None
         for step, value in t["curve"]:
             trial.report(value, int(step))

@@ -55,10 +55,11 @@ import autobert
 from autobert.config.schema import StudyConfig, load_frozen
 from autobert.run.data import load_task_data
 from autobert.run.aggregate import mean_std
-from autobert.run.pipeline import quiet_transformers, run_seeds
+from autobert.run.pipeline import quiet_transformers
 from autobert.run.models import resolve_model
 from autobert.run.plugin_manager import get_plugin_manager
-from autobert.study.search import export_best, frozen_config, replay_trial, run_search
+from autobert.study.search import export_best, frozen_config, run_search
+from autobert.study.train import train_frozen
 
 import plain_trainer
 from _common import ROOT, SST2, fixed_params, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
@@ -162,7 +163,7 @@ def run_autobert(work: Path, data: dict, seeds: list[int], budget: float, pm) ->
           f"with {describe(best.params)}", flush=True)
     frozen = load_frozen(export_best(study, opened, pm, task_data))
     start = time.perf_counter()
-    result = run_seeds(frozen, replay_trial(frozen), pm, task_data, seeds=seeds, evaluate_test=True)
+    result = train_frozen(frozen, pm, task_data, seeds=seeds).runs
     retrain_seconds = time.perf_counter() - start
     tests = [r.test_metrics["accuracy"] for r in result.results]
     for s, t in zip(seeds, tests):

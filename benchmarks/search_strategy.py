@@ -127,16 +127,21 @@ def curve(trials) -> list[tuple[float, float | None]]:
     """Best validation value so far after each search trial (finalist re-runs left out)."""
     from run import best_so_far
 
-    return best_so_far([t for t in trials if "finalist_of" not in t.user_attrs and t.datetime_start is not None])
+    from autobert.store.record import TrialRecord
+
+    return best_so_far([t for t in trials if not TrialRecord.from_trial(t).is_finalist and t.datetime_start is not None])
 
 
 def counts(trials) -> str:
     from optuna.trial import TrialState
 
+    from autobert.store.record import TrialRecord
+
     states = [t.state for t in trials]
-    skipped = sum("not_started" in t.user_attrs for t in trials)
-    finalists = sum("finalist_of" in t.user_attrs and t.state.is_finished() for t in trials)
-    warm = sum("warm_start" in t.user_attrs and "not_started" not in t.user_attrs for t in trials)
+    records = [TrialRecord.from_trial(t) for t in trials]
+    skipped = sum(r.is_skipped for r in records)
+    finalists = sum(r.is_finalist and t.state.is_finished() for r, t in zip(records, trials))
+    warm = sum(r.is_warm_start and not r.is_skipped for r in records)
     return (f"{states.count(TrialState.COMPLETE) - finalists} complete, {states.count(TrialState.PRUNED) - skipped} pruned"
             + (f", {states.count(TrialState.FAIL)} failed" if TrialState.FAIL in states else "")
             + (f", {skipped} not started" if skipped else "") + (f", {finalists} finalist runs" if finalists else "")
@@ -182,6 +187,7 @@ def run_cell(task: str, system: str, budget: float, train_rows: int, size: int) 
     from autobert.run.plugin_manager import get_plugin_manager
     from autobert.study.search import export_best, make_objective, open_study, run_search
     from autobert.config.schema import load_frozen
+    from autobert.store.record import StudyRecord, TrialRecord
 
     if system == "flat":
         study = autobert_study(task, paths, work, "flat", warm_start="none", pruner={"name": "median"},
@@ -208,8 +214,8 @@ def run_cell(task: str, system: str, budget: float, train_rows: int, size: int) 
         params, number, value = frozen.params, frozen.provenance.trial, frozen.provenance.value
         row["finalists"] = frozen.provenance.finalists
         winner = opened.trials[number]
-        row["winner_warm_start"] = winner.user_attrs.get("warm_start")
-        row["warm_start_record"] = opened.user_attrs.get("warm_start")
+        row["winner_warm_start"] = TrialRecord.from_trial(winner).warm_start
+        row["warm_start_record"] = StudyRecord.from_study(opened).warm_start
     row.update(search_value=value, recipe=params, trials=counts(opened.trials), curve=curve(opened.trials))
     row.update(retrain_autobert(study, pm, data, params, number))
     return row

@@ -33,9 +33,10 @@ import autobert
 from autobert.config.schema import StudyConfig, load_frozen
 from autobert.run.data import load_task_data
 from autobert.run.aggregate import mean_std
-from autobert.run.pipeline import quiet_transformers, run_seeds
+from autobert.run.pipeline import quiet_transformers
 from autobert.run.plugin_manager import get_plugin_manager
-from autobert.study.search import export_best, replay_trial, run_search
+from autobert.study.search import export_best, run_search
+from autobert.study.train import train_frozen
 
 from _common import ROOT, SST2, fixed_params, sample, write_report  # benchmarks/_common.py (scripts run with benchmarks/ on sys.path)
 
@@ -102,7 +103,7 @@ def main() -> int:
 
         frozen = load_frozen(export_best(study, opened, pm, data))
         start = time.perf_counter()
-        result = run_seeds(frozen, replay_trial(frozen), pm, data, seeds=fresh, evaluate_test=True)
+        result = train_frozen(frozen, pm, data, seeds=fresh).runs
         retrain_seconds = time.perf_counter() - start
         tests = [r.test_metrics["accuracy"] for r in result.results]
         validations = [r.value for r in result.results]

@@ -42,6 +42,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from autobert.store.record import TrialRecord
 from autobert.store.storage import open_storage
 from autobert.testing import write_study
 from autobert.testing.postgres import TemporaryPostgres, why_not_available
@@ -142,7 +143,7 @@ def recovery(storages: Storages, args, folder: Path) -> float:
             if victim.poll() is not None:
                 raise SystemExit(f"the worker to kill exited early:\n{victim.communicate()[0][-3000:]}")
             running = [t for t in trials(name, url) if t.state == TrialState.RUNNING
-                       and str(t.user_attrs.get("worker", "")).endswith(victim_tag)]
+                       and str(TrialRecord.from_trial(t).worker or "").endswith(victim_tag)]
             lost = running[0] if running else None
             time.sleep(0.2)
         time.sleep(0.5)
@@ -150,7 +151,7 @@ def recovery(storages: Storages, args, folder: Path) -> float:
         killed = time.perf_counter()
         victim.wait()
         while True:
-            if any(t.system_attrs.get("failed_trial") == lost.number for t in trials(name, url)):
+            if any(TrialRecord.from_trial(t).retry_of == lost.number for t in trials(name, url)):
                 return time.perf_counter() - killed
             if time.perf_counter() - killed > 10 * args.grace_period + 600:
                 raise SystemExit("the killed worker's trial was never queued again")

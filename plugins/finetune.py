@@ -31,6 +31,13 @@ def autobert_ablation():
 
 
 @hookimpl
+def autobert_cost_knobs():
+    # Fewer epochs: what a timed search lowers to make a recipe fit; each epoch is a pass over the data,
+    # and the engine evaluates at every one.
+    return {"finetune.epochs": {"steps": "down", "passes": True}}
+
+
+@hookimpl
 def autobert_trial_cost(params, train_rows):
     return {"training": train_rows * float(params.get("finetune.epochs", 1))}
 

@@ -22,9 +22,11 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from autobert import hookimpl
-from autobert.ablation.ablate import (
-    FULL, HELPS, HURTS, NO_EVIDENCE, declared_ablations, paired_summary, plan, rich_table, run_ablation, study_name,
-)
+from autobert.ablation.plan import FULL, plan
+from autobert.ablation.render import rich_table
+from autobert.ablation.runner import run_ablation, study_name
+from autobert.ablation.stats import HELPS, HURTS, NO_EVIDENCE, paired_summary
+from autobert.strategy.declarations import declared_ablations
 from autobert.cli import main
 from autobert.config.schema import load_frozen, load_study
 from autobert.run.data import load_task_data

@@ -446,3 +446,45 @@ class TestAugmentationConformance(TechniqueConformance):
     @pytest.fixture
     def plugin_manager(self):
         return get_plugin_manager(only=TECHNIQUES)
+
+
+class TestEdaConformance(TechniqueConformance):
+    """EDA is a method of augmentation, with no off value of its own: on, it is augmentation's method; off,
+    augmentation is switched off (ratio 0)."""
+
+    technique = "eda"
+    study_overrides = TestAugmentationConformance.study_overrides
+    on_values = {"augmentation.ratio": 0.25, "augmentation.method": "eda"}
+    off_values = {"augmentation.ratio": 0.0}
+
+    @pytest.fixture
+    def plugin_manager(self):
+        return get_plugin_manager(only=TECHNIQUES)
+
+
+class TestContextualConformance(TestEdaConformance):
+    """Contextual substitution, with the study's own tiny BERT as its masked language model."""
+
+    technique = "contextual"
+    study_overrides = {"n_train": 32, "n_validation": 16, "only": TECHNIQUES,
+                       "techniques": {"finetune": {"epochs": 1, "batch_size": 16},
+                                      "augmentation": {"ratio": 0.25, "method": "contextual"},
+                                      "contextual": {"copies": 1}}}
+    on_values = {"augmentation.ratio": 0.25, "augmentation.method": "contextual"}
+
+
+class TestBacktranslationConformance(TestEdaConformance):
+    """Back-translation through two tiny local MarianMT models (no download: it runs offline)."""
+
+    technique = "backtranslation"
+    on_values = {"augmentation.ratio": 0.25, "augmentation.method": "backtranslation"}
+
+    @pytest.fixture(autouse=True)
+    def _marians(self, tiny_marians):
+        self.marians = tiny_marians
+
+    def write_study(self, directory):
+        forward, backward = self.marians
+        return write_study(directory, name="conformance", n_train=32, n_validation=16, only=TECHNIQUES, techniques={
+            "finetune": {"epochs": 1, "batch_size": 16}, "augmentation": {"ratio": 0.25, "method": "backtranslation"},
+            "backtranslation": {"forward_model": forward, "backward_model": backward, "copies": 1}})

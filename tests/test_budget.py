@@ -74,6 +74,34 @@ def test_the_clock_stops_a_trial_far_past_its_prediction_or_past_the_deadline():
         Clock(deadline=time.monotonic() - 1).check()
 
 
+def test_sigterm_inside_interruptible_stops_as_ctrl_c_does_and_the_handlers_come_back():
+    import os
+    import signal
+
+    from autobert.run.clock import check_deadline, interruptible
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with interruptible():
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler raises before this ends
+        with pytest.raises(KeyboardInterrupt):
+            check_deadline()  # the stop request outlives an interrupt that a finaliser swallowed
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    check_deadline()  # the request is cleared on the way out
+
+
+def test_an_option_alone_replaces_the_study_files_whole_budget():
+    from autobert.config.schema import BudgetConfig
+    from autobert.strategy.budget import SearchBudget, resolve_budget
+
+    file = BudgetConfig(trials=10, timeout=3600)
+    assert resolve_budget(file) == SearchBudget(n_trials=10, timeout=3600)
+    assert resolve_budget(file, n_trials=3) == SearchBudget(n_trials=3, timeout=None)
+    assert resolve_budget(file, timeout=60) == SearchBudget(n_trials=None, timeout=60)
+    assert resolve_budget(file, n_trials=3, timeout=60) == SearchBudget(n_trials=3, timeout=60)
+
+
 class SlowStage:
     """A technique whose stage is predicted to take hours; it counts the times it really runs."""
 
@@ -147,6 +175,73 @@ def test_a_warm_start_recipe_over_the_budget_runs_as_its_cheaper_variant_and_kee
     assert variant.user_attrs["variant_of"] == first.number and variant.state == TrialState.COMPLETE
     assert variant.user_attrs["warm_start"] == "slow-one (slow off)"
     assert variant.params == {**first.params, "slow.enabled": False} and slow.ran == 0
+
+
+class Paraphrase:
+    """A third-party technique whose copies of every training row are its cost knob (``autobert_cost_knobs``)."""
+
+    @hookimpl
+    def autobert_search_space(self, space):
+        if space.suggest_categorical("paraphrase.enabled", [False, True]):
+            space.suggest_categorical("paraphrase.copies", [1, 2, 4, 8])
+
+    @hookimpl
+    def autobert_cost_knobs(self):
+        return {"paraphrase.copies": [8, 4, 2, 1]}
+
+    @hookimpl
+    def autobert_trial_cost(self, params):
+        return {"copies": 2000 * params["paraphrase.copies"]} if params.get("paraphrase.enabled") else None
+
+
+class SwitchableParaphrase(Paraphrase):
+    """Paraphrase again, declaring how it is switched off (``autobert_ablation``)."""
+
+    @hookimpl
+    def autobert_ablation(self):
+        return {"off": {"paraphrase.enabled": False}}
+
+
+RECIPE = {"finetune.learning_rate": 2e-3, "finetune.epochs": 4, "finetune.batch_size": 16, "finetune.warmup_ratio": 0.0}
+
+
+def planner_for(tiny_study, pm, timeout: float, seconds_per_pass: float, **study_keys):
+    """A planner over a tiny study with its calibration given (no probe), as a budgeted search builds it."""
+    from autobert.strategy.planner import Planner
+
+    study = load_study(tiny_study(only=["finetune"], finalists="none", budget={"timeout": timeout},
+                                  techniques={"finetune": {**FINETUNE, "epochs": {"low": 1, "high": 4}}}, **study_keys))
+    opened = open_study(study)
+    opened.set_user_attr("calibration", {"overhead": 0.0, "seconds_per_pass": seconds_per_pass})
+    return Planner(study, pm, validate_study(study, pm), opened, timeout=timeout, n_trials=None)
+
+
+def test_a_technique_s_cost_knob_is_lowered_in_the_cheaper_variant(tiny_study):
+    # 600 s: the cap is 100 s. 8 copies are 160 s of the recipe's 164 s; 4 copies fit, at 4 epochs still.
+    planner = planner_for(tiny_study, with_technique("paraphrase", Paraphrase()), 600, 0.01)
+    params = {**RECIPE, "paraphrase.enabled": True, "paraphrase.copies": 8}
+    variant, prediction, changes = planner.cheaper_variant(params, planner.predict(params, 1))
+    assert changes == ["copies 4"]
+    assert variant == {**params, "paraphrase.copies": 4}
+    assert prediction.seconds <= planner.cap()
+
+
+def test_a_cost_knob_of_a_technique_switched_off_is_left_as_it_was(tiny_study):
+    planner = planner_for(tiny_study, with_technique("paraphrase", SwitchableParaphrase()), 600, 0.01)
+    params = {**RECIPE, "paraphrase.enabled": True, "paraphrase.copies": 8}
+    variant, _, changes = planner.cheaper_variant(params, planner.predict(params, 1))
+    assert changes == ["paraphrase off"]
+    assert variant == {**params, "paraphrase.enabled": False}  # its copies no longer cost anything: not lowered
+
+
+def test_with_finetune_alone_the_cheaper_variant_lowers_epochs_until_the_recipe_fits(tiny_study):
+    # 120 s: the cap is 20 s. At 0.1 s per pass, 4 epochs of 96 rows (and their evaluation) cost 42.7 s,
+    # 2 epochs 21.3 s, 1 epoch 10.7 s.
+    planner = planner_for(tiny_study, get_plugin_manager(only=["finetune"]), 120, 0.1)
+    variant, prediction, changes = planner.cheaper_variant(RECIPE, planner.predict(RECIPE, 1))
+    assert changes == ["epochs 1"]
+    assert variant == {**RECIPE, "finetune.epochs": 1}
+    assert prediction.terms["finetune: training"] == 96 and prediction.seconds <= planner.cap()
 
 
 class Sleeper:

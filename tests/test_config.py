@@ -91,3 +91,12 @@ def test_study_file_must_be_a_mapping(tmp_path):
     path.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         load_study(path)
+
+
+def test_a_string_that_reads_as_a_number_is_quoted_so_the_file_reads_back_as_written():
+    # Found while fuzzing frozen configs: a hash such as 74234e102 was written bare and read back as the float
+    # 7.4234e+106 (autobert's YAML reads 1e-5 as a float), so a frozen config failed to load.
+    from autobert.config.schema import dump_yaml, load_yaml
+
+    data = {"fingerprint": "74234e102", "rate": 1e-5, "name": "1.5", "n": 3}
+    assert load_yaml(dump_yaml(data)) == data

@@ -146,3 +146,9 @@ def test_autobert_train_of_a_frozen_config_reproduces_the_trial(tmp_path):
 
 class TestDistillationConformance(TechniqueConformance):
     technique = "distillation"
+    study_overrides = {"n_train": 32, "n_validation": 16, "only": TECHNIQUES,
+                       "techniques": {"finetune": {"epochs": 1, "batch_size": 16}}}
+
+    @pytest.fixture
+    def plugin_manager(self):
+        return get_plugin_manager(only=TECHNIQUES)

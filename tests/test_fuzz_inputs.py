@@ -535,10 +535,19 @@ def test_regression_json_nulls_are_missing_values_not_the_text_none(model_dir, t
 
 
 def test_regression_utf16_with_a_byte_order_mark_is_read(model_dir, tmp_path):
+    from autobert.run.data import load_task_data
+
     case = Example(model_dir, tmp_path)
-    case.files["data/train.csv"] = csv_bytes(base_rows(40, seed=1), encoding="utf-16")
+    rows = base_rows(40, seed=1)
+    # Outside ASCII and Latin-1 too, so that only a UTF-16 reading gives these texts back.
+    rows[0][0], rows[7][0], rows[39][0] = "a café, naïve and “superb”", "東京 was good", "Ελληνικά 🎬 awful"
+    case.files["data/train.csv"] = csv_bytes(rows, encoding="utf-16")
     rc, output = _validate(case)
     assert rc == 0, output
+
+    train = load_task_data(load_study(case.path)).splits["train"]
+    assert list(train["text"]) == [text for text, _ in rows]
+    assert list(train["label"]) == [int(label) for _, label in rows]
 
 
 def test_regression_empty_file_names_the_key_and_the_fix(model_dir, tmp_path):

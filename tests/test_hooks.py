@@ -784,3 +784,84 @@ def test_autobert_trial_cost_terms_reach_the_trial_s_prediction(tiny_study):
     # The teacher's work is most of the prediction: without it the trial is predicted far cheaper.
     calibration = opened.user_attrs["calibration"]
     assert trial.user_attrs["predicted_seconds"] >= calibration["overhead"] + 10 * TRAIN_ROWS * calibration["seconds_per_pass"]
+
+
+# --------------------------------------------------------------------------
+# Cost knobs
+# --------------------------------------------------------------------------
+
+
+def test_autobert_cost_knobs_are_collected_per_technique_in_their_declared_order():
+    from autobert.strategy.declarations import CostKnob, declared_cost_knobs, passes_parameter
+
+    class Paraphrase:
+        @hookimpl
+        def autobert_cost_knobs(self):
+            return {"paraphrase.copies": [8, 4, 2, 1], "paraphrase.rounds": "down"}  # bare steps
+
+    pm = plugin_manager(("paraphrase", Paraphrase()))
+    knobs = declared_cost_knobs(pm)
+    assert knobs["paraphrase"] == [CostKnob("paraphrase", "paraphrase.copies", (8, 4, 2, 1)),
+                                   CostKnob("paraphrase", "paraphrase.rounds", "down")]
+    assert knobs["finetune"] == [CostKnob("finetune", "finetune.epochs", "down", passes=True)]
+    assert passes_parameter(pm) == "finetune.epochs"
+
+
+def test_autobert_cost_knobs_passes_scale_the_evaluation_s_work():
+    from types import SimpleNamespace
+
+    from autobert import FORWARD_PASS
+    from autobert.strategy.budget import trial_work
+
+    class Trainer:
+        """A training technique of its own, in place of finetune: its rounds are passes over the data."""
+
+        @hookimpl
+        def autobert_cost_knobs(self):
+            return {"trainer.rounds": {"steps": "down", "passes": True}}
+
+    study = SimpleNamespace(cache_path=None, evaluations_per_epoch=2)
+    rows = {"train": TRAIN_ROWS, "validation": VALIDATION_ROWS}
+    pm = get_plugin_manager(only=[])
+    pm.register_technique(Trainer(), Technique("trainer", f"{__name__}:Trainer", "autobert-tests", "0"))
+    assert trial_work({"trainer.rounds": 3}, study, pm, rows, {})["evaluation"] == \
+        pytest.approx(VALIDATION_ROWS * 2 * 3 * FORWARD_PASS)
+    # finetune's epochs are declared the same way.
+    assert trial_work({"finetune.epochs": 3}, study, plugin_manager(), rows, {})["evaluation"] == \
+        pytest.approx(VALIDATION_ROWS * 2 * 3 * FORWARD_PASS)
+    # With no technique counting passes, one pass is evaluated.
+    assert trial_work({}, study, get_plugin_manager(only=[]), rows, {})["evaluation"] == \
+        pytest.approx(VALIDATION_ROWS * 2 * FORWARD_PASS)
+
+
+@pytest.mark.parametrize("answer, message", [
+    ({"finetune.epochs": "down"}, r"technique 'bad' \(its autobert_cost_knobs\) declares 'finetune.epochs'; "
+                                  r"cost knobs must be the technique's own parameters \('bad.<parameter>'\)"),
+    ({"bad.copies": {"step": [2, 1]}}, r"technique 'bad' \(its autobert_cost_knobs\) declares 'bad.copies' as"),
+    ({"bad.copies": []}, r"technique 'bad' \(its autobert_cost_knobs\) declares 'bad.copies' as"),
+    ({"bad.copies": {"steps": "up"}}, r"give \{'steps': 'down'\}"),
+    ({"bad.copies": {"steps": "down", "passes": "yes"}}, r"'passes': True where it counts passes"),
+    (["bad.copies"], r"technique 'bad' \(its autobert_cost_knobs\) returned \['bad.copies'\]"),
+])
+def test_autobert_cost_knobs_malformed_are_refused_naming_the_technique(answer, message):
+    from autobert.strategy.declarations import declared_cost_knobs
+
+    class Bad:
+        @hookimpl
+        def autobert_cost_knobs(self):
+            return answer
+
+    with pytest.raises(PluginError, match=message):
+        declared_cost_knobs(plugin_manager(("bad", Bad())))
+
+
+def test_autobert_cost_knobs_counting_passes_twice_are_refused_naming_both():
+    from autobert.strategy.declarations import declared_cost_knobs
+
+    class Rounds:
+        @hookimpl
+        def autobert_cost_knobs(self):
+            return {"rounds.count": {"steps": "down", "passes": True}}
+
+    with pytest.raises(PluginError, match=r"'finetune.epochs' \(finetune\) and 'rounds.count' \(rounds\) both declare"):
+        declared_cost_knobs(plugin_manager(("rounds", Rounds())))

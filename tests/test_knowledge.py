@@ -296,3 +296,12 @@ def test_autobert_train_reproduces_the_trial_and_the_export_predicts_with_vector
 
 class TestKnowledgeConformance(TechniqueConformance):
     technique = "knowledge"
+
+    def write_study(self, directory):
+        # Vectors to inject (without a source the technique has nothing to do); one epoch over a small task.
+        return vector_task(directory, n_train=32, n_validation=16, name="conformance",
+                           techniques={"finetune": {"epochs": 1}})
+
+    @pytest.fixture
+    def plugin_manager(self):
+        return get_plugin_manager(only=TECHNIQUES)

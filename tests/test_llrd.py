@@ -165,7 +165,8 @@ def gpt2_study(tmp_path):
         path = write_study(tmp_path, n_train=32, n_validation=16, only=["finetune", "llrd"], model="tiny-gpt2",
                            techniques={"finetune": FINETUNE, "llrd": llrd_overrides})
         shutil.copytree(tmp_path / "tiny-bert", tmp_path / "tiny-gpt2")
-        config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=400, bos_token_id=0, eos_token_id=0)
+        config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=400, bos_token_id=0, eos_token_id=0,
+                            pad_token_id=0)  # [PAD]: GPT-2 classifies a padded batch only with one
         config.save_pretrained(tmp_path / "tiny-gpt2")
         return load_study(path)
 
@@ -182,7 +183,15 @@ def test_an_unsupported_architecture_is_refused_at_validation(gpt2_study):
 
 
 def test_an_unsupported_architecture_passes_when_decay_is_fixed_to_one(gpt2_study):
-    validate_study(gpt2_study(decay=1.0), get_plugin_manager(only=["finetune", "llrd"]))
+    study, pm = gpt2_study(decay=1.0), get_plugin_manager(only=["finetune", "llrd"])
+
+    data = validate_study(study, pm)  # no ConfigError: llrd switched off asks nothing of the model
+
+    assert len(data.splits["train"]) == 32
+    # And the trial it let through trains: at 1.0 llrd leaves the optimiser alone instead of looking for layers.
+    trial = run_search(study, pm, data, n_trials=1).trials[0]
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    assert trial.params["llrd.decay"] == 1.0
 
 
 class TestLlrdConformance(TechniqueConformance):

@@ -73,3 +73,12 @@ def test_out_of_memory_at_the_floor_fails_the_trial_with_what_was_tried_and_the_
     reason = trial.user_attrs["fail_reason"]
     assert "out of memory after halving the per-device batch from 16 to 1 (gradient accumulation 16)" in reason
     assert "lower max_length" in reason and reason.count("max_length") == 1  # the hint once
+
+
+def test_out_of_memory_is_recognised_on_a_gpu_and_on_the_cpu():
+    from autobert.run.device import is_out_of_memory
+
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(MemoryError())
+    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+    assert not is_out_of_memory(ValueError("learning rate must be positive"))

@@ -49,3 +49,24 @@ def test_best_yaml_the_report_metrics_json_and_the_model_card_are_readable_by_ot
     assert {str(p.relative_to(tmp_path)): _mode(p) for p in written} == {
         str(p.relative_to(tmp_path)): "-rw-r--r--" for p in written}
     assert json.loads((tmp_path / "model" / "metrics.json").read_text())["metric"] == "accuracy"
+
+
+def _not_readable_by_others(root: Path) -> list[str]:
+    """Every file or folder under ``root`` that another account could not read (locks excepted: filelock's own)."""
+    return sorted(str(p.relative_to(root)) for p in [root, *root.rglob("*")]
+                  if not p.is_symlink() and not p.name.endswith(".lock")
+                  and not (p.stat().st_mode & stat.S_IROTH and (p.is_file() or p.stat().st_mode & stat.S_IXOTH)))
+
+
+def test_every_file_of_a_trained_model_folder_and_the_searched_study_is_readable_by_others_under_umask_022(tmp_path, umask):
+    # safetensors writes the weights through a temporary file (0600) and the stage cache stages in mkdtemp (0700):
+    # a serving process running as another user could not read model.safetensors before.
+    umask(0o022)
+    path = write_study(tmp_path, name="modes", n_train=48, n_validation=16, only=["finetune"],
+                       techniques={"finetune": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 16}})
+    assert main(["search", str(path), "--n-trials", "1"]) == 0
+    assert main(["report", str(path)]) == 0
+    assert main(["train", str(tmp_path / "modes" / "best.yaml"), "--output", str(tmp_path / "model")]) == 0
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert _not_readable_by_others(tmp_path / "model") == []
+    assert _not_readable_by_others(tmp_path / "modes") == []

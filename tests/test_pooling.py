@@ -24,7 +24,8 @@ from autobert.config.schema import load_frozen
 from autobert.trial_run import TrialRun
 from autobert.plugins import pooling
 from autobert.config.space import SearchSpace
-from autobert.testing import make_tiny_model, write_study
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.testing import TechniqueConformance, make_tiny_model, write_study
 
 HIDDEN = 32
 LABELS = ["negative", "positive"]
@@ -184,3 +185,16 @@ def test_cls_export_needs_no_remote_code(tmp_path):
     assert not list(out.glob("*.py"))
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert type(model).__name__ == "BertForSequenceClassification"
+
+
+class TestPoolingConformance(TechniqueConformance):
+    """autobert's conformance suite: entry point, namespaced space, a trial end to end, and that mean pooling
+    (its documented default) trains another model than the [CLS] head."""
+
+    technique = "pooling"
+    study_overrides = {"n_train": 32, "n_validation": 16, "only": ["finetune", "pooling"],
+                       "techniques": {"finetune": {"epochs": 1, "batch_size": 16}}}
+
+    @pytest.fixture
+    def plugin_manager(self):
+        return get_plugin_manager(only=["finetune", "pooling"])

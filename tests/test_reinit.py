@@ -150,7 +150,8 @@ def gpt2_study(tmp_path):
     def write(**reinit):
         path = study_path(tmp_path, model="tiny-gpt2", **reinit)
         shutil.copytree(tmp_path / "tiny-bert", tmp_path / "tiny-gpt2")
-        config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=400, bos_token_id=0, eos_token_id=0)
+        config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=400, bos_token_id=0, eos_token_id=0,
+                            pad_token_id=0)  # [PAD]: GPT-2 classifies a padded batch only with one
         config.save_pretrained(tmp_path / "tiny-gpt2")
         return load_study(path)
 
@@ -167,7 +168,15 @@ def test_an_unsupported_architecture_is_refused_at_validation(gpt2_study):
 
 
 def test_an_unsupported_architecture_passes_when_no_layer_is_reinitialised(gpt2_study):
-    validate_study(gpt2_study(layers=0), get_plugin_manager(only=["finetune", "reinit"]))
+    study, pm = gpt2_study(layers=0), get_plugin_manager(only=["finetune", "reinit"])
+
+    data = validate_study(study, pm)  # no ConfigError: re-initialising no layer asks nothing of the model
+
+    assert len(data.splits["train"]) == 32
+    # And the trial it let through trains: with 0 layers reinit leaves the model alone instead of looking for them.
+    trial = run_search(study, pm, data, n_trials=1).trials[0]
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("fail_reason")
+    assert trial.params["reinit.layers"] == 0
 
 
 class TestReinitConformance(TechniqueConformance):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -181,7 +182,9 @@ def test_train_refuses_changed_data_or_a_missing_technique_with_the_fix(tmp_path
     capsys.readouterr()
     assert main(["train", str(best), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "data.train: the data changed since the recipe was found" in err and "--allow-data-change" in err
+    # The key now comes with its line in the frozen config: "data.train (line 5): the data changed ...".
+    assert re.search(r"data\.train( \(line \d+\))?: the data changed since the recipe was found", err)
+    assert "--allow-data-change" in err
     assert main(["train", str(best), "--output", str(tmp_path / "out"), "--allow-data-change"]) == 0
 
     ghost = tmp_path / "ghost.yaml"
@@ -189,4 +192,6 @@ def test_train_refuses_changed_data_or_a_missing_technique_with_the_fix(tmp_path
     capsys.readouterr()
     assert main(["train", str(ghost), "--output", str(tmp_path / "out2")]) == 2
     err = capsys.readouterr().err
-    assert "ghost are not installed" in err and "ghost from ghost-technique 1.0" in err
+    # Named with its distribution and version from the provenance, and the install that fixes it (replay checks).
+    assert "'ghost' from ghost-technique 1.0, which is not installed" in err
+    assert "pip install 'ghost-technique==1.0'" in err

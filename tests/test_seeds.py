@@ -168,6 +168,20 @@ def test_train_on_several_seeds_reports_mean_and_std(searched, tmp_path, capsys)
     assert f"{metrics['mean']:.4f} ± {metrics['std']:.4f} over 5 seeds" in capsys.readouterr().out
 
 
+def test_train_frozen_without_an_output_trains_each_seed_and_writes_nothing(searched, tmp_path, monkeypatch):
+    from autobert.study.prepare import prepare_recipe
+    from autobert.study.train import train_frozen
+
+    recipe = prepare_recipe(searched.parent / "three" / "best.yaml")
+    monkeypatch.chdir(tmp_path)
+    trained = train_frozen(recipe.frozen, recipe.pm, recipe.data, seeds=[0, 1])
+    assert trained.output is None and not list(tmp_path.iterdir())
+    assert trained.seeds == [0, 1] and trained.metrics["seed_values"] == {
+        s: v for s, v in recipe.frozen.provenance.seed_values.items() if s in ("0", "1")}
+    spread = trained.spread("test")
+    assert "accuracy" in spread and trained.metrics["test_mean_std"]["accuracy"] == list(spread["accuracy"])
+
+
 def test_train_rejects_a_malformed_seed_list(searched, capsys):
     best = searched.parent / "three" / "best.yaml"
     with pytest.raises(SystemExit):

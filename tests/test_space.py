@@ -80,3 +80,12 @@ def test_explore_finds_conditional_parameters_under_every_choice():
     # Restricting the choice removes the branch that holds the conditional parameters.
     report = explore(hook, {"tech"}, {"tech.kind": "plain"})
     assert set(report.effective) == {"tech.kind"}
+
+
+def test_a_value_is_shown_to_four_significant_digits_or_three_where_it_would_take_an_exponent():
+    from autobert.config.space import format_value
+
+    assert format_value(0.97834) == "0.9783" and format_value(1.0) == "1"
+    assert format_value(0.0031234) == "0.00312" and format_value(123456.0) == "1.23e+05"
+    assert format_value(2.34567e-05, digits=6) == "2.34567e-05"  # the model card keeps more
+    assert format_value(16) == "16" and format_value("mean") == "mean" and format_value(True) == "True"

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autobert.errors import ConfigError
+from autobert.permissions import umask
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -139,6 +140,20 @@ class Provenance(_Model):
     # The recipes re-run on fresh seeds at the end of a time-budgeted search, best first:
     # [{trial, search_value, seed_values: {seed: value}, mean}]
     finalists: list[dict[str, Any]] | None = None
+    # Where the recipe was found, for replay's checks (absent from recipes exported before they were recorded):
+    # the libraries' versions ({python, torch, transformers}) and the model's revision (a content hash of a local
+    # folder, or the hub's commit).
+    versions: dict[str, str] | None = None
+    model_revision: str | None = None
+    # A hand-written recipe (no provenance in its file): what `autobert train` recorded when it first replayed it.
+    hand_written: bool | None = None
+    # A short hash of every key that changes what trains, so replay names the one edited since the export
+    # ({max_length: sha256:1a2b3c4d, data.label_names: ..., provenance.params: ...}); see autobert.study.validation.
+    recipe: dict[str, str] | None = None
+
+    def origin(self) -> str:
+        """``trial 3 of sst2-quick`` or ``the hand-written recipe sst2-quick``, for messages."""
+        return f"the hand-written recipe {self.study}" if self.hand_written else f"trial {self.trial} of {self.study}"
 
 
 class StudyConfig(_Model):
@@ -335,26 +350,20 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string that :class:`_Loader` would read as a number (``"74234e102"``, a hash that happens to
+    be all digits and one ``e``), so that a written file reads back as it was written."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _Loader.yaml_implicit_resolvers["1"][-1][1], list("-+0123456789."))
+
+
 def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where the system allows (Linux' /proc)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # set and restore: the only portable way to read it
-    os.umask(mask)
-    return mask
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -365,7 +374,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         # mkstemp makes the file 0600; the renamed file gets what the umask gives any new file (0644 under 022).
         if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~_umask())
+            os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -472,7 +481,12 @@ def parse_config(text: str, source: str, base_dir: Path, cls: type[StudyConfig] 
     try:
         raw = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+        # Where the parser stopped, as the file's key and line, and what it expected: one problem that says where.
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"(top level) (line {mark.line + 1})" if mark is not None else "(top level)"
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(source, [f"{where}: not valid YAML ({what}); fix the syntax there (an unclosed bracket "
+                                   "or quote, a tab for indentation, a stray colon)"]) from None
     if not isinstance(raw, dict):
         raise ConfigError(source, ["the file must be a YAML mapping (key: value lines), e.g. `name: my-study`"])
     try:
@@ -512,6 +526,24 @@ def load_frozen(path: str | os.PathLike) -> FrozenConfig:
     text = _read_text(path)
     config = parse_config(text, str(path), path.parent.resolve(), FrozenConfig)
     return config  # type: ignore[return-value]
+
+
+def load_recipe(path: str | os.PathLike) -> StudyConfig:
+    """A recipe to replay: a frozen config, or a hand-written one (a study file without ``provenance``).
+
+    A hand-written recipe comes back as a :class:`StudyConfig`; the caller fixes its parameters
+    (:func:`autobert.study.prepare.prepare_recipe`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), [f"file not found: {path}; export one with `autobert best STUDY.yaml`"])
+    text = _read_text(path)
+    try:
+        raw = load_yaml(text)
+    except yaml.YAMLError:
+        raw = None  # parse_config says what is wrong, with the line
+    cls = StudyConfig if isinstance(raw, dict) and "provenance" not in raw else FrozenConfig
+    return parse_config(text, str(path), path.parent.resolve(), cls)
 
 
 def relocate(config: StudyConfig, new_dir: Path) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Technique settings: fixed, never-searched values a technique reads from the study file.
 
-Parameters are what the search samples (``finetune.learning_rate``); settings
+Parameters are what the search samples (``<technique>.<parameter>``); settings
 are what the user tells a technique once: a corpus path, a vector file, a pair
 of translation models. A technique declares them with
 :func:`autobert.hookspecs.autobert_settings`; the study file sets them in the

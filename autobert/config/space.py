@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from autobert.errors import PluginError
+from autobert.config.settings import Setting
+from autobert.errors import ConfigError
 
 Scalar = bool | int | float | str | None
 RANGE_KEYS = {"low", "high", "log", "step"}
@@ -108,6 +110,23 @@ class ParamSpec:
         if "choices" in d:
             d["choices"] = list(d["choices"])
         return d
+
+
+def format_value(value: Any, digits: int | None = None) -> str:
+    """A parameter's value (or a score) for people: a float to a few significant digits, anything else as ``str``.
+
+    Without ``digits``, 4 significant digits, or 3 where the number is small
+    or large enough to be written with an exponent; a model card, which a
+    reader may copy a learning rate from, asks for more.
+
+    >>> format_value(0.97834), format_value(0.0031234), format_value(2.5e-05, digits=6), format_value("mean")
+    ('0.9783', '0.00312', '2.5e-05', 'mean')
+    """
+    if not isinstance(value, float):
+        return str(value)
+    if digits is None:
+        digits = 3 if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4) else 4
+    return f"{value:.{digits}g}"
 
 
 def _is_number(value: Any) -> bool:
@@ -217,7 +236,7 @@ class SearchSpace:
         trial: An ``optuna.Trial`` or ``optuna.trial.FixedTrial``.
         techniques: Names of the enabled techniques; a parameter must be
             namespaced by one of them.
-        overrides: ``{"finetune.learning_rate": override}`` from the study file.
+        overrides: ``{"<technique>.<parameter>": override}`` from the study file.
         hooks: The plugin manager's hook relay (``pm.hook``), so that a
             technique offering an extension point of its own can ask the other
             plugins (``space.hooks.autobert_augmenters(settings=space.settings)``);
@@ -253,7 +272,6 @@ class SearchSpace:
         """
         if self.hooks is None:
             return {}
-        from autobert.config.settings import Setting
 
         values: dict[str, Any] = {}
         for impl in self.hooks.autobert_settings.get_hookimpls():
@@ -314,8 +332,6 @@ class SearchSpace:
                               f"range {spec.valid_range}; fix one of them in the plugin")
 
     def resolve(self, spec: ParamSpec) -> ParamSpec:
-        from autobert.errors import ConfigError
-
         try:
             return apply_override(spec, self.overrides.get(spec.name))
         except ValueError as exc:
@@ -327,7 +343,6 @@ class SearchSpace:
         except ValueError as exc:
             if "dynamic value space" not in str(exc):
                 raise
-            from autobert.errors import ConfigError
 
             raise ConfigError("study file", [
                 f"techniques.{spec.technique}.{spec.short_name}: the stored study searched other choices "

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from autobert.config.schema import FrozenConfig, HubSource, load_yaml, write_atomic
+from autobert.config.space import format_value
+from autobert.run.models import resolve_model
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def base_model(frozen: FrozenConfig) -> str | None:
     """The Hub id the recipe started from: the study's ``model`` when it is one, else what its folder's own card says."""
-    from autobert.run.models import resolve_model
-
     if not frozen.model.startswith("package:") and HUB_ID.match(frozen.model) and not frozen.resolve_path(frozen.model).exists():
         return frozen.model
     try:
@@ -45,12 +45,6 @@ def _dataset(frozen: FrozenConfig) -> tuple[str, str, str | None]:
     if isinstance(train, HubSource):
         return train.hub, train.hub, train.config
     return "custom", Path(str(train)).parent.name or frozen.name, None
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
 
 
 def _needs_remote_code(folder: Path) -> tuple[bool, bool]:
@@ -108,7 +102,7 @@ def render(folder: Path, frozen: FrozenConfig, metrics: dict[str, Any]) -> str:
     lines = [f"# {frozen.name}", "",
              f"A text classifier fine-tuned by autobert with the recipe "
              f"of trial {frozen.provenance.trial} of the study `{frozen.provenance.study}` "
-             f"({metric} {_fmt(frozen.provenance.value)} in the search), "
+             f"({metric} {format_value(frozen.provenance.value, digits=6)} in the search), "
              + (f"starting from [`{base}`](https://huggingface.co/{base})." if base else
                 f"starting from `{frozen.model}` (not a Hub id: add `base_model:` above before uploading)."),
              "", "## Results", "", f"| split | {metric} (this model, seed {seeds[0]}) |"
@@ -124,14 +118,15 @@ def render(folder: Path, frozen: FrozenConfig, metrics: dict[str, Any]) -> str:
             row += f" {spread[0]:.4f} ± {spread[1]:.4f} |" if spread else " |"
         lines.append(row)
     if len(seeds) > 1 and metrics.get("seed_values"):
-        per_seed = ", ".join(f"seed {s}: {_fmt(v)}" for s, v in metrics["seed_values"].items())
-        lines += ["", f"Validation {metric} per seed: {per_seed} ({frozen.aggregate}: {_fmt(metrics.get('value'))})."]
+        per_seed = ", ".join(f"seed {s}: {format_value(v, digits=6)}" for s, v in metrics["seed_values"].items())
+        aggregate = format_value(metrics.get("value"), digits=6)
+        lines += ["", f"Validation {metric} per seed: {per_seed} ({frozen.aggregate}: {aggregate})."]
     lines += ["", "## Recipe", "", "One technique per line, as `autobert train` replays it "
               f"(precision {frozen.precision}, max_length {frozen.max_length}, seeds {', '.join(map(str, seeds))}):", ""]
     by_technique: dict[str, list[str]] = {}
     for name, value in sorted(frozen.params.items()):
         technique, short = name.split(".", 1)
-        by_technique.setdefault(technique, []).append(f"{short}={_fmt(value)}")
+        by_technique.setdefault(technique, []).append(f"{short}={format_value(value, digits=6)}")
     lines += [f"- **{t}**: {', '.join(v)}" for t, v in by_technique.items()]
     load = ', trust_remote_code=True' if remote else ''
     lines += ["", "## How to use it", "", "```python",

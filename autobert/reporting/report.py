@@ -25,8 +25,13 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from autobert.config.schema import StudyConfig, write_atomic
+from autobert.config.space import format_value
 from autobert.errors import AutobertError
 from autobert.run.aggregate import mean_std
+from autobert.store.record import StudyRecord, TrialRecord
+from autobert.ablation.render import find_ablation
+from autobert.store.storage import make_storage
+from autobert.strategy.planner import trial_summary
 
 
 class _Skip(Exception):
@@ -50,8 +55,6 @@ def load_stored_study(study: StudyConfig, storage: str | None = None) -> optuna.
     Raises:
         AutobertError: the storage holds no study of that name.
     """
-    from autobert.study.search import make_storage
-
     try:
         return optuna.load_study(study_name=study.name, storage=make_storage(study, storage))
     except KeyError:
@@ -70,7 +73,7 @@ def _ranked(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def _seed_values(trial: FrozenTrial) -> dict[str, float]:
-    return {str(k): float(v) for k, v in (trial.user_attrs.get("seed_values") or {}).items()}
+    return {str(k): float(v) for k, v in (TrialRecord.from_trial(trial).seed_values or {}).items()}
 
 
 def _varying_categoricals(trials: list[FrozenTrial]) -> list[str]:
@@ -228,12 +231,6 @@ def make_figures(study: optuna.Study, metric: str, top: int = 10) -> list[Figure
 # ---------------------------------------------------------------------------
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4) else f"{value:.4g}"
-    return str(value)
-
-
 def _table(study: optuna.Study, metric: str, top: int) -> str:
     ranked = _ranked(study)[:top]
     if not ranked:
@@ -242,15 +239,16 @@ def _table(study: optuna.Study, metric: str, top: int) -> str:
     head = ["rank", "trial", metric] + (["mean ± std", "seeds"] if multi else []) + ["time", "recipe"]
     rows = []
     for rank, t in enumerate(ranked, 1):
-        warm = t.user_attrs.get("warm_start")
+        stored = TrialRecord.from_trial(t)
+        warm = stored.warm_start
         cells = [str(rank), str(t.number) + (f"<br><small>warm start: {html.escape(str(warm))}</small>" if warm else ""),
                  f"{t.value:.4f}"]
         if multi:
             values = list(_seed_values(t).values())
             mean, std = mean_std(values) if values else (math.nan, math.nan)
             cells += [f"{mean:.4f} ± {std:.4f}" if values else "", str(len(values))]
-        cells.append(f"{t.user_attrs.get('seconds', 0):.0f}s")
-        cells.append("<br>".join(f"{html.escape(n)}={html.escape(_fmt(v))}" for n, v in sorted(t.params.items())))
+        cells.append(f"{stored.seconds or 0:.0f}s")
+        cells.append("<br>".join(f"{html.escape(n)}={html.escape(format_value(v))}" for n, v in sorted(t.params.items())))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
@@ -268,10 +266,8 @@ figcaption { color: #555; font-size: 0.9em; }
 
 
 def render_html(study: optuna.Study, config: StudyConfig, figures: list[Figure], top: int = 10) -> str:
-    from autobert.strategy.planner import trial_summary
-
     counts = trial_summary(study)
-    seconds = sum(t.user_attrs.get("seconds", 0) for t in study.get_trials(deepcopy=False))
+    seconds = sum(TrialRecord.from_trial(t).seconds or 0 for t in study.get_trials(deepcopy=False))
     seeds = ", ".join(map(str, config.run_seeds))
     name = html.escape(study.study_name)
     parts = [
@@ -285,7 +281,7 @@ def render_html(study: optuna.Study, config: StudyConfig, figures: list[Figure],
         f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>",
         f"<h2>Top recipes</h2>{_table(study, config.metric, top)}",
     ]
-    warm = study.user_attrs.get("warm_start") or {}
+    warm = StudyRecord.from_study(study).warm_start or {}
     if warm.get("enqueued") or warm.get("skipped"):
         skipped = "; ".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in (warm.get("skipped") or {}).items())
         parts.append(f"<p>Warm start from {html.escape(str(warm.get('source')))}: "
@@ -306,8 +302,6 @@ def render_html(study: optuna.Study, config: StudyConfig, figures: list[Figure],
 
 def _ablation_section(study: optuna.Study, config: StudyConfig) -> str:
     """The ablation of the study's best recipe (``autobert ablate``), when one is stored under the study's folder."""
-    from autobert.ablation.ablate import find_ablation
-
     ranked = _ranked(study)
     found = find_ablation(config.study_dir, study.study_name, ranked[0].number, ranked[0].params) if ranked else None
     if found is None:

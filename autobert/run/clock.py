@@ -3,16 +3,18 @@
 :func:`check_deadline` is public (``autobert.check_deadline``): autobert calls
 it at every fine-tuning step, and a technique with a long loop of its own
 calls it too. The search (:mod:`autobert.study.search`) sets the clock of the
-running trial with :func:`running`; the CLI's signal handler calls
+running trial with :func:`running`; a command that trains runs inside
+:func:`interruptible`, whose SIGINT and SIGTERM handler calls
 :func:`request_stop`. No torch at import.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 #: A running trial that takes this many times its prediction (plus SLACK seconds) is stopped.
 OVERRUN = 3.0
@@ -63,7 +65,7 @@ _stop_requested = False
 
 
 def request_stop() -> None:
-    """Ask the running trial to stop as if interrupted (the CLI's SIGINT and SIGTERM handlers)."""
+    """Ask the running trial to stop as if interrupted (:func:`interruptible`'s SIGINT and SIGTERM handler)."""
     global _stop_requested
     _stop_requested = True
 
@@ -71,6 +73,32 @@ def request_stop() -> None:
 def clear_stop() -> None:
     global _stop_requested
     _stop_requested = False
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Inside, SIGINT and SIGTERM stop the work as Ctrl-C does, and for good.
+
+    Schedulers stop workers with SIGTERM; SIGINT is set too because a process
+    a shell starts in the background inherits it ignored, and Ctrl-C (or a
+    scheduler's SIGINT) must still stop it cleanly. Each raises
+    ``KeyboardInterrupt`` and requests a stop: a ``KeyboardInterrupt`` raised
+    while Python runs a finaliser (``__del__``) is printed and dropped, and the
+    request makes the next :func:`check_deadline` raise it again. On the way
+    out the previous handlers are back and the request is cleared.
+    """
+
+    def interrupt(signum: int, frame: Any) -> None:
+        request_stop()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        clear_stop()
 
 
 def check_deadline() -> None:
@@ -88,4 +116,5 @@ def check_deadline() -> None:
 
 
 
-__all__ = ["Clock", "TrialStopped", "check_deadline", "request_stop", "clear_stop", "running", "OVERRUN", "SLACK"]
+__all__ = ["Clock", "TrialStopped", "check_deadline", "request_stop", "clear_stop", "running", "interruptible", "OVERRUN",
+           "SLACK"]

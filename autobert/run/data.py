@@ -23,6 +23,7 @@ from typing import Any
 
 from autobert.config.schema import DataConfig, HubSource, StudyConfig
 from autobert.errors import ConfigError
+from autobert.stage_cache import content_key
 
 SPLITS = ("train", "validation", "test")
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -275,8 +276,6 @@ def read_split(study: StudyConfig, split: str):
 
 def fingerprint(texts: list[str], labels: list[int]) -> str:
     """A hash of the rows, in order (recorded in frozen configs: its value must not change)."""
-    from autobert.stage_cache import content_key
-
     return content_key((json.dumps([text, label]).encode() for text, label in zip(texts, labels)), 16)
 
 

@@ -10,7 +10,9 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+from autobert.errors import ConfigError
+from autobert.stage_cache import content_key
 
 
 # --------------------------------------------------------------------------
@@ -29,8 +31,6 @@ def resolve_model(study: Any) -> str:
     Raises:
         ConfigError: the package is not installed or has no model; a path does not exist.
     """
-    from autobert.errors import ConfigError
-
     model = study.model
     if model.startswith("package:"):
         import importlib
@@ -86,6 +86,40 @@ class EncoderParts:
     base: Any
     embeddings: tuple[Any, ...]
     layers: Any
+
+
+def model_revision(checkpoint: str) -> str | None:
+    """Which weights ``checkpoint`` names, for a frozen config's provenance and its replay check.
+
+    A local folder (a ``package:NAME`` model resolves to one): a short hash of its ``config.json`` and its weight
+    files' names and sizes. A hub id: the commit the hub's cache holds (``config._commit_hash``). ``None`` where
+    neither can be read.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        config = path / "config.json"
+        weights = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+        return "sha256:" + content_key([config.read_bytes() if config.is_file() else b"", repr(weights).encode()], 16)
+    try:
+        from transformers import AutoConfig  # here: keeps transformers out of the light modules' import
+
+        return getattr(AutoConfig.from_pretrained(checkpoint), "_commit_hash", None)
+    except Exception:  # noqa: BLE001  (offline, or no such model: the revision is simply not known)
+        return None
+
+
+def environment_versions() -> dict[str, str]:
+    """``{python, torch, transformers}``: the libraries whose versions can change a trained model's numbers."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in ("torch", "transformers"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
 
 
 def find_encoder(model: Any, _depth: int = 0) -> EncoderParts | None:
@@ -272,5 +306,6 @@ def parameter_groups(model: Any, learning_rate: float, weight_decay: float, *,
     return [groups[key] for key in sorted(groups, key=lambda k: (-k[0], not k[1]))]
 
 
-__all__ = ["ENCODER_RULE", "EncoderParts", "NO_DECAY", "decays", "encoder_not_found", "find_encoder", "layer_depths",
+__all__ = ["ENCODER_RULE", "EncoderParts", "NO_DECAY", "decays", "encoder_not_found", "environment_versions",
+           "find_encoder", "layer_depths", "model_revision",
            "load_mlm", "load_tokenizer", "mlm_head", "parameter_groups", "resolve_model", "study_model_layers"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -28,6 +29,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from autobert.run.aggregate import aggregate, mean_std
 from autobert.run.clock import check_deadline
 from autobert.config.schema import StudyConfig
+from autobert.permissions import follow_umask
 from autobert.run.data import TaskData
 from autobert.run.device import free_accelerator_memory, is_out_of_memory, resolve_precision, trainer_arguments
 from autobert.errors import PluginError, TrialFailed
@@ -35,7 +37,10 @@ from autobert.run.plugin_manager import PluginManager
 from autobert.config.settings import declared_settings, resolve_settings
 from autobert.run.models import load_tokenizer, resolve_model
 from autobert.config.space import SearchSpace
+from autobert.store import record
 from autobert.trial_run import TrialRun
+from autobert.run.plugin_manager import get_plugin_manager
+from autobert.errors import AutobertError
 
 __all__ = ["run_pipeline", "run_seeds", "run_subtrial"]
 
@@ -135,8 +140,7 @@ class _Reporter(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kw):
         # The schedule, so that a pruner can compare trials at the same share of their own (autobert.strategy.pruners).
-        self.trial.set_user_attr("total_steps", state.max_steps)
-        self.trial.set_user_attr("warmup_steps", args.get_warmup_steps(state.max_steps))
+        record.store(self.trial, total_steps=state.max_steps, warmup_steps=args.get_warmup_steps(state.max_steps))
         if self.progress:
             self.progress.trial_started(getattr(self.trial, "number", -1), state.max_steps)
 
@@ -262,7 +266,7 @@ def run_pipeline(
         checkpoint = pm.hook.autobert_further_pretrain(checkpoint=checkpoint, datasets=datasets, run=run) or checkpoint
         encoded = _tokenize(datasets, pm, run)
 
-        fit = BatchFit()
+        fit = BatchFit(batch_parameters(run.params))
         while True:  # once, unless the batch does not fit in memory (see BatchFit)
             _set_seed(run.seed)
             model = pm.hook.autobert_build_model(checkpoint=checkpoint, run=run)
@@ -325,7 +329,6 @@ def _subtrial_manager(run: TrialRun, techniques: tuple[str, ...] | None) -> Plug
     """The plugin manager of a sub-trial: the trial's own, or the part of it running ``techniques``."""
     pm = run.plugin_manager
     if pm is None:  # a run built by hand, outside a plugin manager (a test): the installed techniques it names
-        from autobert.run.plugin_manager import get_plugin_manager
 
         return get_plugin_manager(only=list(run.techniques if techniques is None else techniques))
     return pm if techniques is None else pm.subset(techniques)
@@ -376,6 +379,12 @@ def run_subtrial(
                         seed=seed, save_to=save_to, settings=settings)
 
 
+def batch_parameters(params: dict[str, Any]) -> str:
+    """The recipe's batch-size parameters by name (``<technique>.batch_size``), for an out-of-memory message."""
+    names = sorted(name for name in params if name.rpartition(".")[2] == "batch_size")
+    return " or ".join(names) or "the batch-size parameter"
+
+
 class BatchFit:
     """Halves the per-device batch of a run that ran out of memory, keeping the effective batch.
 
@@ -386,7 +395,8 @@ class BatchFit:
     cannot be halved exactly; the run then fails with the out-of-memory hint.
     """
 
-    def __init__(self):
+    def __init__(self, parameters: str = "the batch-size parameter"):
+        self.parameters = parameters  # what the study file narrows, for the message (batch_parameters)
         self.halvings = 0
         self.requested: int | None = None
         self.batch: int | None = None
@@ -417,7 +427,7 @@ class BatchFit:
                      else f"at a per-device batch of {self.batch}, which cannot be halved exactly")
             raise TrialFailed(
                 f"out of memory {tried} ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); "
-                "lower max_length, or narrow finetune.batch_size to smaller (even) sizes"
+                f"lower max_length, or narrow {self.parameters} to smaller (even) sizes"
             ) from exc
         self.halvings += 1
         return True
@@ -458,16 +468,13 @@ def save_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
     Raises:
         AutobertError: the files could not be written, saying why.
     """
-    import os
-
-    from autobert.errors import AutobertError
-
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
     try:
         trainer.save_model(str(staging))
         tokenizer.save_pretrained(str(staging))
-        for item in staging.iterdir():
+        for item in staging.iterdir():  # the staging folder is mkdtemp's 0700: its contents get the umask's modes
+            follow_umask(item)
             if item.is_dir() and (folder / item.name).is_dir():
                 shutil.rmtree(folder / item.name)
             os.replace(item, folder / item.name)
@@ -533,7 +540,7 @@ def run_seeds(
     seeds = list(seeds or study.run_seeds)
     results: list[TrialResult] = []
     # What `auto` became here; the frozen config records it, so a replay trains in the same precision.
-    _note(trial, "precision", resolve_precision(study.precision))
+    record.store(trial, precision=resolve_precision(study.precision))
     if len(seeds) == 1:
         results.append(run_pipeline(study, trial, pm, data, seed=seeds[0], save_to=save_to,
                                     evaluate_test=evaluate_test, progress=progress))
@@ -548,15 +555,9 @@ def run_seeds(
                 after_seed(index, seed, results)
     fits = {str(s): r.batch_fit for s, r in zip(seeds, results) if r.batch_fit}
     if fits:
-        _note(trial, "out_of_memory", fits)
+        record.store(trial, out_of_memory=fits)
     value = aggregate([r.value for r in results], study.aggregate, study.aggregate_k, study.direction)
     return SeedsResult(seeds=seeds, results=results, value=value)
-
-
-def _note(trial: Any, key: str, value: Any) -> None:
-    """Record ``value`` in the trial's user attributes (a live trial stores it; a FixedTrial keeps it in memory)."""
-    if hasattr(trial, "set_user_attr"):
-        trial.set_user_attr(key, value)
 
 
 def _last_evaluation(log_history: list[dict]) -> dict[str, float]:

@@ -17,6 +17,7 @@ import pluggy
 from autobert import hookspecs
 from autobert.run import defaults
 from autobert.errors import PluginError
+from autobert.config.space import explore
 
 if TYPE_CHECKING:
     from autobert.config.space import EffectiveSpace
@@ -101,8 +102,6 @@ class PluginManager(pluggy.PluginManager):
         however many of its steps (validation, the stored-space check, the
         planner) read it.
         """
-        from autobert.config.space import explore
-
         key = (json.dumps(dict(overrides or {}), sort_keys=True, default=str),
                tuple(name for name, _ in self.list_name_plugin()))
         memo = self.__dict__.setdefault("_effective_spaces", {})
@@ -119,6 +118,15 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
 def available_technique_names() -> list[str]:
     """Names of every installed technique, without importing any of them."""
     return sorted({ep.name for ep in _entry_points()})
+
+
+def installed_techniques() -> dict[str, str]:
+    """``{name: "distribution version"}`` of every installed technique, without importing any (for replay's checks)."""
+    found = {}
+    for ep in _entry_points():
+        dist = ep.dist.name if ep.dist is not None else "unknown distribution"
+        found[ep.name] = f"{dist} {ep.dist.version if ep.dist is not None else ''}".strip()
+    return found
 
 
 def get_plugin_manager(

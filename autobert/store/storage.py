@@ -22,7 +22,6 @@ the journal file, with the heartbeat kept in a trial system attribute.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import signal
@@ -39,12 +38,13 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from autobert.config.schema import HeartbeatConfig
+from autobert.config.schema import HeartbeatConfig, StudyConfig
 from autobert.errors import AutobertError, ConfigError
+from autobert.store import record
+from autobert.store.record import TrialRecord
 
 SCHEMES = "sqlite:///PATH (one worker), postgresql://USER@HOST[:PORT]/DB or journal:///PATH (many workers)"
 RDB_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
-HEARTBEAT_ATTR = "autobert:heartbeat"
 SCALING_OUT = "see 'Scaling out' in the README"
 
 
@@ -85,9 +85,7 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         if self.workdirs is not None and self.workdirs.is_dir():
             for folder in self.workdirs.glob(f"trial-{trial.number}-*"):
                 shutil.rmtree(folder, ignore_errors=True)
-        trial = copy.copy(trial)
-        trial.user_attrs = {}
-        super().__call__(study, trial)
+        super().__call__(study, record.without_record(trial))
 
 
 def _note_lost(storage: BaseStorage, trial_ids: list[int], why: str) -> list[int]:
@@ -95,7 +93,7 @@ def _note_lost(storage: BaseStorage, trial_ids: list[int], why: str) -> list[int
     noted = []
     for trial_id in trial_ids:
         try:
-            storage.set_trial_user_attr(trial_id, "fail_reason", f"lost: its worker stopped mid-trial ({why})")
+            record.store_by_id(storage, trial_id, fail_reason=f"lost: its worker stopped mid-trial ({why})")
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
         noted.append(trial_id)
@@ -179,7 +177,7 @@ class JournalStorageWithHeartbeat(JournalStorage, BaseHeartbeat):
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
-            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+            record.store_heartbeat(self, trial_id, time.time())
         except (optuna.exceptions.UpdateFinishedTrialError, KeyError):
             pass  # the trial just finished, or another worker failed it
 
@@ -189,7 +187,7 @@ class JournalStorageWithHeartbeat(JournalStorage, BaseHeartbeat):
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             # A retried trial inherits its original's heartbeat; its own start is newer.
             started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-            last = max(float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0)), started)
+            last = max(float(TrialRecord.from_trial(trial).heartbeat or 0.0), started)
             if now - last > self._grace_period:
                 stale.append(trial._trial_id)
         return _note_lost(self, stale, _grace_words(self._interval, self._grace_period))
@@ -282,6 +280,13 @@ def _is_create_race(exc: Exception) -> bool:
     return type(exc).__name__ in ("IntegrityError", "ProgrammingError") and (
         "already exists" in text or "duplicate" in text or "unique" in text
     )
+
+
+def make_storage(study: StudyConfig, override: str | None = None) -> BaseStorage:
+    """The study's storage: an SQLAlchemy URL (sqlite, postgresql, mysql) or
+    ``journal:///PATH`` for Optuna's journal file (relative to the study file);
+    see :mod:`autobert.store.storage`."""
+    return open_storage(override or study.storage_url, study.resolve_path, study.heartbeat, study.study_dir)
 
 
 def storage_problem(url: str, exc: Exception) -> str:
@@ -420,8 +425,8 @@ def recover_dead_trials(opened: optuna.Study, retries: int, workdirs: Path | Non
 
 def is_retry(trial: FrozenTrial) -> int | None:
     """The number of the lost trial ``trial`` re-runs, or None."""
-    return trial.system_attrs.get("failed_trial")
+    return TrialRecord.from_trial(trial).retry_of
 
 
-__all__ = ["open_storage", "storage_kind", "SQLiteWorkerLock", "recover_dead_trials", "JournalStorageWithHeartbeat",
+__all__ = ["make_storage", "open_storage", "storage_kind", "SQLiteWorkerLock", "recover_dead_trials", "JournalStorageWithHeartbeat",
            "RetryStaleTrial", "is_retry", "shown"]

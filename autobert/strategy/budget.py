@@ -33,11 +33,19 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from autobert.hookspecs import FORWARD_PASS
+from autobert.store.record import TrialRecord
+from autobert.strategy.declarations import passes_parameter
+from autobert.run.models import load_tokenizer, resolve_model
 
+if TYPE_CHECKING:
+    from autobert.config.schema import BudgetConfig
+
+#: The engine's own term of a prediction (every other term is ``"technique: term"``).
+EVALUATION = "evaluation"
 #: The cheap-first cap: the first trials may cost at most this share of the search budget ...
 FIRST_SHARE = 1 / 6
 #: ... and later ones this many times the cost of the best recipe so far.
@@ -84,9 +92,11 @@ def trial_work(params: dict[str, Any], study: Any, pm: Any, split_rows: dict[str
         found = impl.function(*[kwargs[name] for name in impl.argnames]) or {}
         for name, work in found.items():
             terms[f"{impl.plugin_name}: {name}"] = float(work)
-    # Evaluation is the engine's: the validation split, forward only, at each report.
-    epochs = float(params.get("finetune.epochs", 1))
-    terms["evaluation"] = split_rows.get("validation", 0) * study.evaluations_per_epoch * epochs * FORWARD_PASS
+    # Evaluation is the engine's: the validation split, forward only, at each report of each pass over the data
+    # (the passes a technique's cost knob counts, autobert_cost_knobs).
+    counted = passes_parameter(pm)
+    passes = float(params.get(counted, 1)) if counted else 1.0
+    terms[EVALUATION] = split_rows.get("validation", 0) * study.evaluations_per_epoch * passes * FORWARD_PASS
     return terms
 
 
@@ -107,7 +117,8 @@ def calibrate(trials: list[Any], prior: Calibration | None) -> Calibration:
     prior = prior or Calibration(DEFAULT_OVERHEAD, 1e-3, "default")
     ratios = []
     for t in trials:
-        work, seconds, runs = (t.user_attrs.get(k) for k in ("predicted_work", "seconds", "runs"))
+        stored = TrialRecord.from_trial(t)
+        work, seconds, runs = stored.predicted_work, stored.seconds, stored.runs
         if t.state.name != "COMPLETE" or not work or not seconds:
             continue
         ratios.append(max(seconds - (runs or 1) * prior.overhead, 0.1 * seconds) / work)
@@ -121,7 +132,6 @@ def probe(study: Any, data: Any, steps: int = 3, batch_size: int = 16) -> Calibr
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from autobert.run.models import load_tokenizer, resolve_model
 
     start = time.perf_counter()
     checkpoint = resolve_model(study)
@@ -162,4 +172,30 @@ def admission_cap(budget: float, remaining: float, incumbent_seconds: float | No
     return min(cap, remaining)
 
 
-__all__ = ["Calibration", "Prediction", "predict", "trial_work", "calibrate", "probe", "admission_cap"]
+@dataclass(frozen=True)
+class SearchBudget:
+    """How long a search runs: ``n_trials`` more trials and/or ``timeout`` seconds (None: no such limit)."""
+
+    n_trials: int | None
+    timeout: float | None
+
+
+def resolve_budget(budget: BudgetConfig, n_trials: int | None = None, timeout: float | None = None) -> SearchBudget:
+    """The search's budget: the command line's ``--n-trials`` and ``--timeout`` where given, else the study file's.
+
+    Either option alone replaces the whole of the study file's budget, as
+    ``budget: {timeout: ...}`` alone does in the file: ``--timeout 600`` runs
+    as many trials as fit in ten minutes, not the file's trial count.
+
+    >>> from autobert.config.schema import BudgetConfig
+    >>> resolve_budget(BudgetConfig(trials=10, timeout=3600), timeout=600)
+    SearchBudget(n_trials=None, timeout=600)
+    """
+    return SearchBudget(
+        n_trials=n_trials if n_trials is not None else (None if timeout else budget.trials),
+        timeout=timeout if timeout is not None else (None if n_trials else budget.timeout),
+    )
+
+
+__all__ = ["Calibration", "Prediction", "predict", "trial_work", "calibrate", "probe", "admission_cap", "SearchBudget",
+           "resolve_budget"]

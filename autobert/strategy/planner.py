@@ -21,8 +21,12 @@ import optuna
 from optuna.trial import TrialState
 
 from autobert.run.clock import Clock
+from autobert.store import record
+from autobert.store.record import StudyRecord, TrialRecord
 from autobert.strategy import budget
 from autobert.strategy.budget import Calibration, Prediction
+from autobert.strategy.declarations import CostKnob, declared_cost_knobs, off_values
+from autobert.config.settings import declared_settings, resolve_settings
 
 #: Stop the main phase after this many recipes in a row that did not fit (nothing affordable is left).
 MAX_SKIPS_IN_A_ROW = 30
@@ -31,11 +35,11 @@ MAX_FINALIST_SEEDS = 5
 
 
 def is_finalist(trial: optuna.trial.FrozenTrial) -> bool:
-    return "finalist_of" in trial.user_attrs
+    return TrialRecord.from_trial(trial).is_finalist
 
 
 def is_skipped(trial: optuna.trial.FrozenTrial) -> bool:
-    return "not_started" in trial.user_attrs
+    return TrialRecord.from_trial(trial).is_skipped
 
 
 def search_trials(opened: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -69,8 +73,9 @@ def finalist_values(opened: optuna.Study) -> dict[int, dict[str, float]]:
     """``{search trial number: {fresh seed: value}}`` from the completed finalist runs."""
     found: dict[int, dict[str, float]] = {}
     for t in opened.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if is_finalist(t):
-            found.setdefault(int(t.user_attrs["finalist_of"]), {})[str(t.user_attrs["finalist_seed"])] = t.value
+        run = TrialRecord.from_trial(t)
+        if run.is_finalist:
+            found.setdefault(int(run.finalist_of), {})[str(run.finalist_seed)] = t.value
     return found
 
 
@@ -109,6 +114,18 @@ def winner(opened: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return ranked[0]
 
 
+def _costliest_first(prediction: Prediction, also: Any = ()) -> list[str]:
+    """The techniques in ``prediction``'s terms, most predicted work first, then those of ``also`` it lacks."""
+    work: dict[str, float] = {}
+    for term, amount in prediction.terms.items():
+        if term != budget.EVALUATION:  # the engine's own term: no technique to switch off or lower
+            technique = term.split(":", 1)[0]
+            work[technique] = work.get(technique, 0.0) + amount
+    for technique in also:
+        work.setdefault(technique, 0.0)
+    return [technique for technique, _ in sorted(work.items(), key=lambda kv: -kv[1])]
+
+
 def _allowed(spec: Any, value: Any) -> bool:
     """Whether ``value`` is in the study's effective space of the parameter (``spec`` None: not searched)."""
     if spec is None:
@@ -133,8 +150,6 @@ class Planner:
 
     def __init__(self, study: Any, pm: Any, data: Any, opened: optuna.Study, timeout: float | None,
                  n_trials: int | None):
-        from autobert.config.settings import declared_settings, resolve_settings
-
         self.study, self.pm, self.opened, self.n_trials = study, pm, opened, n_trials
         self.split_rows = {name: len(split) for name, split in data.splits.items()}
         self.settings = resolve_settings(study, declared_settings(pm))
@@ -156,13 +171,13 @@ class Planner:
     def prior(self) -> Calibration:
         """The probe's calibration: stored with the study, measured once when there is none."""
         if self._prior is None:
-            stored = self.opened.user_attrs.get("calibration")
+            stored = StudyRecord.from_study(self.opened).calibration
             if stored:
                 self._prior = Calibration(stored["overhead"], stored["seconds_per_pass"], "probe")
             else:
                 self._prior = budget.probe(self.study, self.data)
-                self.opened.set_user_attr("calibration", {"overhead": round(self._prior.overhead, 4),
-                                                          "seconds_per_pass": self._prior.seconds_per_pass})
+                record.store_study(self.opened, calibration={"overhead": round(self._prior.overhead, 4),
+                                                             "seconds_per_pass": self._prior.seconds_per_pass})
         return self._prior
 
     def calibration(self) -> Calibration:
@@ -182,7 +197,7 @@ class Planner:
         if finalist:
             return self.deadline - now
         best = ranked_search_trials(self.opened)
-        incumbent = best[0].user_attrs.get("seconds") if best else None
+        incumbent = TrialRecord.from_trial(best[0]).seconds if best else None
         return budget.admission_cap(self.main_budget, self.main_deadline - now, incumbent)
 
     def refusal(self, prediction: Prediction, finalist: bool, variant: bool = False, warm: bool = False) -> str | None:
@@ -221,26 +236,24 @@ class Planner:
                 and prediction.seconds <= self.main_deadline - time.monotonic())
 
     def cheaper_variant(self, params: dict[str, Any], prediction: Prediction) -> tuple[dict[str, Any], Prediction, list[str]] | None:
-        """The same recipe made to fit the cap, or ``None``: its costliest techniques switched off, then fewer epochs.
+        """The same recipe made to fit the cap, or ``None``: its costliest techniques switched off, then its cost knobs lowered.
 
         A technique is switched off with the values it declares through
         ``autobert_ablation`` (``{"distillation.enabled": False}``), when the
-        study's space allows them; ``finetune.epochs`` goes down to the lowest
-        value the space allows. Cheap first in FLAML's sense: the expensive
+        study's space allows them. Then the knobs techniques declare through
+        ``autobert_cost_knobs`` (a count of epochs) are lowered, the technique
+        with the most predicted work first, each a step at a time to the
+        lowest value the space allows, while the recipe is over the cap and a
+        step makes it cheaper. Cheap first in FLAML's sense: the expensive
         parts of a recipe wait until the search has shown it can afford them.
         """
         cap = self.cap()
         if not math.isfinite(cap) or cap <= 0:
             return None
-        declared, effective = self._declarations()
+        declared, knobs, effective = self._declarations()
         calibration = self.calibration()  # read the stored trials once, not once per step below
         variant, changes = dict(params), []
-        by_technique: dict[str, float] = {}
-        for term, work in prediction.terms.items():
-            technique = term.split(":", 1)[0]
-            if technique not in ("finetune", "evaluation"):
-                by_technique[technique] = by_technique.get(technique, 0.0) + work
-        for technique, _ in sorted(by_technique.items(), key=lambda kv: -kv[1]):
+        for technique in _costliest_first(prediction):
             if prediction.seconds <= cap:
                 break
             off = declared.get(technique)
@@ -249,27 +262,33 @@ class Planner:
             variant.update(off)
             changes.append(f"{technique} off")
             prediction = self.predict(variant, prediction.runs, calibration)
-        epochs = effective.get("finetune.epochs")
-        while prediction.seconds > cap and epochs is not None and epochs.kind == "int" \
-                and int(variant.get("finetune.epochs", epochs.low)) > epochs.low:
-            variant["finetune.epochs"] = int(variant["finetune.epochs"]) - 1
-            prediction = self.predict(variant, prediction.runs, calibration)
-            if not changes or not changes[-1].startswith("epochs"):
-                changes.append("")
-            changes[-1] = f"epochs {variant['finetune.epochs']}"
+        for technique in _costliest_first(prediction, also=knobs):
+            for knob in knobs.get(technique, ()):
+                if knob.parameter not in variant:
+                    continue
+                lowered = False
+                for value in knob.cheaper(variant[knob.parameter], effective.get(knob.parameter)):
+                    if prediction.seconds <= cap:
+                        break
+                    candidate = {**variant, knob.parameter: value}
+                    cheaper = self.predict(candidate, prediction.runs, calibration)
+                    if cheaper.seconds >= prediction.seconds:
+                        break  # this knob no longer buys time (its technique is off, say)
+                    variant, prediction, lowered = candidate, cheaper, True
+                if lowered:
+                    changes.append(f"{knob.parameter.split('.', 1)[1]} {variant[knob.parameter]}")
         if not changes:
             return None
         if prediction.seconds > cap and (search_trials(self.opened) or prediction.seconds > self.main_deadline - time.monotonic()):
             return None  # (with nothing completed yet, the cheapest form runs if it fits the time: see refusal)
         return variant, prediction, changes
 
-    def _declarations(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    def _declarations(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[CostKnob]], dict[str, Any]]:
         if not hasattr(self, "_declared"):
-            from autobert.strategy.declarations import off_values
-
             self._declared = off_values(self.pm)
+            self._knobs = declared_cost_knobs(self.pm)
             self._effective = self.pm.effective_space(self.study.overrides).effective
-        return self._declared, self._effective
+        return self._declared, self._knobs, self._effective
 
     def clock(self, prediction: Prediction | None, finalist: bool) -> Clock:
         deadline = self.deadline if finalist else self.main_deadline
@@ -315,8 +334,9 @@ class Planner:
         top = top_distinct_trials(self.opened, self.study.finalists.top)
         if len(top) < 2:
             return None
-        taken = {(int(t.user_attrs["finalist_of"]), int(t.user_attrs["finalist_seed"]))
-                 for t in self.opened.get_trials(deepcopy=False) if is_finalist(t) and t.state != TrialState.FAIL}
+        runs = [(TrialRecord.from_trial(t), t.state) for t in self.opened.get_trials(deepcopy=False)]
+        taken = {(int(run.finalist_of), int(run.finalist_seed)) for run, state in runs
+                 if run.is_finalist and state != TrialState.FAIL}
         for seed in self.fresh_seeds():
             for t in top:
                 if (t.number, seed) not in taken:

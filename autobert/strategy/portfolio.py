@@ -21,7 +21,7 @@ A portfolio file is YAML::
 
     recipes:
       - name: plain-1e-4
-        params: {finetune.learning_rate: 1.0e-4, finetune.epochs: 2, ...}
+        params: {<technique>.<parameter>: value, ...}   # every parameter the recipe sets
     provenance: {tasks: [...], model: ..., seeds: [0], scores: {...}, ...}
 
 A file of candidates has the same ``recipes:`` list (``provenance`` optional);
@@ -35,13 +35,18 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from autobert.config.schema import dump_yaml, load_yaml, write_atomic
 from autobert.errors import AutobertError, ConfigError
+from autobert.store.record import StudyRecord, TrialRecord
+from autobert.store.storage import open_storage, shown
+from autobert.strategy.planner import top_distinct_trials
+from autobert.strategy.declarations import off_values
+from autobert.run.plugin_manager import get_plugin_manager, installed_techniques
+from autobert.version import __version__
 
 BUILTIN = Path(__file__).parents[1] / "portfolios" / "minilm.yaml"
-PORTFOLIO_KEY = "portfolio"  # study user attribute naming the evaluation a task study belongs to
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class Recipe:
     name: str
     params: dict[str, Any]
     source: str = ""
+    #: A frozen config's provenance: each technique and the distribution and version it came from (for the
+    #: warm start's message when one is not installed here).
+    plugins: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "params": dict(sorted(self.params.items()))}
@@ -93,7 +101,9 @@ def load_recipes(path: str | Path) -> Portfolio:
     if isinstance(raw, dict) and "recipes" not in raw and isinstance(raw.get("provenance"), dict) \
             and isinstance(raw["provenance"].get("params"), dict):
         name = f"{raw['provenance'].get('study', path.stem)}#{raw['provenance'].get('trial', 0)}"
-        return Portfolio([Recipe(name, dict(raw["provenance"]["params"]), str(path))])
+        plugins = raw["provenance"].get("plugins")
+        return Portfolio([Recipe(name, dict(raw["provenance"]["params"]), str(path),
+                                 dict(plugins) if isinstance(plugins, dict) else None)])
     if not isinstance(raw, dict) or not isinstance(raw.get("recipes"), list):
         raise ConfigError(str(path), ["expected a mapping with a `recipes:` list (each `- name: ...` with `params: "
                                       "{technique.parameter: value}`) or a frozen config with `provenance.params`"])
@@ -110,7 +120,7 @@ def load_recipes(path: str | Path) -> Portfolio:
         bad = [k for k in item["params"] if not isinstance(k, str) or "." not in k]
         if bad:
             problems.append(f"{where} ({name}): parameter {bad[0]!r} is not namespaced; write technique.parameter "
-                            "(e.g. finetune.learning_rate)")
+                            "as `autobert plugins` lists them")
         unknown = set(item) - {"name", "params", "source"}
         if unknown:
             problems.append(f"{where} ({name}): unknown key(s) {', '.join(sorted(unknown))}; use name, params, source")
@@ -140,7 +150,6 @@ def candidates_from_study(storage: str, name: str, top: int, base_dir: Path | No
     """
     import optuna
 
-    from autobert.store.storage import open_storage, shown
 
     try:
         backend = open_storage(storage, lambda p: (base_dir or Path.cwd()) / p, must_exist=True)
@@ -152,7 +161,6 @@ def candidates_from_study(storage: str, name: str, top: int, base_dir: Path | No
         raise
     except Exception as exc:
         raise AutobertError(f"cannot open storage {shown(storage)} for study {name!r}: {exc}") from None
-    from autobert.strategy.planner import top_distinct_trials
 
     return [Recipe(f"{name}#{t.number}", dict(t.params), f"{shown(storage)} {name}")
             for t in top_distinct_trials(opened, top)]
@@ -225,6 +233,11 @@ def fit_recipe(recipe: Recipe, effective: Mapping[str, Any], off: Mapping[str, M
             if used:
                 shown_values = ", ".join(f"{k}={v!r}" for k, v in values.items() if k in switched_off) or \
                     ", ".join(f"{k}={v!r}" for k, v in list(values.items())[:2])
+                source = (recipe.plugins or {}).get(technique)
+                if source and technique not in installed_techniques():
+                    dist, _, version = source.partition(" ")
+                    return Fitted(recipe, {}, adjusted, f"uses {technique} ({shown_values}) from {source}, which is "
+                                  f"not installed here; install it (pip install '{dist}=={version}') to start from it")
                 return Fitted(recipe, {}, adjusted, f"uses {technique} ({shown_values}), which this study does not "
                                                      "enable (disabled, switched off by an override, or not installed)")
             continue  # the technique is off in the recipe and absent here: nothing to carry over
@@ -251,10 +264,6 @@ def fit_recipe(recipe: Recipe, effective: Mapping[str, Any], off: Mapping[str, M
 
 def study_space(study: Any, pm: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A study's effective space and its techniques' off values."""
-    from autobert.strategy.declarations import off_values
-
-    from autobert.run.plugin_manager import get_plugin_manager
-
     effective = pm.effective_space(study.overrides).effective
     # Every installed technique's off values, enabled here or not: a recipe that names a technique the study
     # does not enable, at its off value, does not need it.
@@ -284,10 +293,10 @@ def task_study_name(name: str, task: str) -> str:
 
 def candidate_of(trial: Any, trials: list[Any]) -> str | None:
     """The candidate a stored trial scored; a re-run of a lost trial scored its original's."""
-    name = trial.user_attrs.get("candidate")
-    original = trial.system_attrs.get("failed_trial")
+    stored = TrialRecord.from_trial(trial)
+    name, original = stored.candidate, stored.retry_of
     if name is None and original is not None and 0 <= int(original) < len(trials):
-        return trials[int(original)].user_attrs.get("candidate")
+        return TrialRecord.from_trial(trials[int(original)]).candidate
     return name
 
 
@@ -346,7 +355,6 @@ def read_matrix(storage: str, name: str = "portfolio") -> ScoreMatrix:
     """
     import optuna
 
-    from autobert.store.storage import open_storage, shown
 
     try:
         backend = open_storage(storage, must_exist=True)
@@ -359,12 +367,13 @@ def read_matrix(storage: str, name: str = "portfolio") -> ScoreMatrix:
     directions: dict[str, str] = {}
     meta: dict[str, Any] = {"rows": {}, "seeds": set()}
     for summary in summaries:
-        if summary.user_attrs.get(PORTFOLIO_KEY) != name:
+        stored = StudyRecord.from_study(summary)
+        if stored.portfolio != name:
             continue
-        task = summary.user_attrs.get("task", summary.study_name)
+        task = stored.task if stored.task is not None else summary.study_name
         opened = optuna.load_study(study_name=summary.study_name, storage=backend)
         directions[task] = opened.direction.name.lower()
-        meta["rows"][task] = summary.user_attrs.get("rows")
+        meta["rows"][task] = stored.rows
         trials = opened.get_trials(deepcopy=False)
         for trial in trials:
             candidate = candidate_of(trial, trials)
@@ -373,9 +382,10 @@ def read_matrix(storage: str, name: str = "portfolio") -> ScoreMatrix:
             if candidate is None:
                 continue
             values.setdefault(task, {}).setdefault(candidate, []).append(float(trial.value))
-            seconds.setdefault(task, {})[candidate] = float(trial.user_attrs.get("seconds", 0.0))
-            params.setdefault(candidate, dict(trial.user_attrs.get("recipe") or trial.params))
-            meta["seeds"].add(int(trial.user_attrs.get("seed", 0)))
+            run = TrialRecord.from_trial(trial)
+            seconds.setdefault(task, {})[candidate] = float(run.seconds if run.seconds is not None else 0.0)
+            params.setdefault(candidate, dict(run.recipe or trial.params))
+            meta["seeds"].add(int(run.seed if run.seed is not None else 0))
     if not values:
         raise AutobertError(f"no portfolio evaluation named {name!r} in {shown(storage)}; run `autobert portfolio "
                             f"evaluate ... --storage {shown(storage)} --name {name}` first")
@@ -420,8 +430,6 @@ def build(matrix: ScoreMatrix, size: int, *, exclude: Iterable[str] = (), off: M
     ``off`` and ``techniques`` (the installed techniques' off values and
     names) let the provenance say which techniques won places and which did not.
     """
-    from autobert.version import __version__
-
     exclude = set(exclude)
     tasks = [t for t in matrix.tasks if t not in exclude]
     if not tasks:

@@ -28,6 +28,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from autobert.store.record import TrialRecord
+
 Curve = Sequence[tuple[float, float]]  # (fraction of the schedule, value), in order
 
 
@@ -73,7 +75,7 @@ def should_prune(value: float, fraction: float, warmup_fraction: float, finished
 
 def trial_curve(trial: optuna.trial.FrozenTrial) -> list[tuple[float, float]]:
     """The trial's reports as ``(fraction of its schedule, value)``; empty without ``total_steps``."""
-    total = trial.user_attrs.get("total_steps")
+    total = TrialRecord.from_trial(trial).total_steps
     if not total:
         return []
     return [(step / total, value) for step, value in sorted(trial.intermediate_values.items())]
@@ -87,12 +89,13 @@ class ScheduleFractionPruner(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         step = trial.last_step
-        total = trial.user_attrs.get("total_steps")
+        record = TrialRecord.from_trial(trial)
+        total = record.total_steps
         if step is None or not total:
             return False
         finished = [trial_curve(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if "finalist_of" not in t.user_attrs]
-        warmup = trial.user_attrs.get("warmup_steps", 0) / total
+                    if not TrialRecord.from_trial(t).is_finalist]
+        warmup = (record.warmup_steps or 0) / total
         return should_prune(trial.intermediate_values[step], step / total, warmup, [c for c in finished if c],
                             maximize=study.direction == optuna.study.StudyDirection.MAXIMIZE,
                             min_fraction=self.min_fraction, percentile=self.percentile,

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from autobert.store import record
+from autobert.store.record import StudyRecord
 from autobert.strategy.portfolio import Recipe, builtin_portfolio, candidates_from_study, fit_recipe, load_recipes, study_space
-
-ATTR = "warm_start"
+from autobert.errors import ConfigError
 
 
 def source_recipes(study: Any) -> tuple[str, list[Recipe]]:
@@ -48,40 +49,38 @@ def enqueue(study: Any, opened: Any, pm: Any, say: Callable[[str], None] = lambd
     Returns what was done (also stored as the study's ``warm_start`` user
     attribute), or ``None`` when the study already has trials or a warm start.
     """
-    if opened.user_attrs.get(ATTR) is not None or opened.get_trials(deepcopy=False):
+    if StudyRecord.from_study(opened).warm_start is not None or opened.get_trials(deepcopy=False):
         return None
     description, recipes = source_recipes(study)
-    record: dict[str, Any] = {"source": description, "enqueued": [], "adjusted": {}, "skipped": {}}
+    done: dict[str, Any] = {"source": description, "enqueued": [], "adjusted": {}, "skipped": {}}
     if recipes:
         effective, off = study_space(study, pm)
         seen = set()
         for recipe in recipes:
             fitted = fit_recipe(recipe, effective, off, pm.techniques)
             if fitted.skipped:
-                record["skipped"][recipe.name] = fitted.skipped
+                done["skipped"][recipe.name] = fitted.skipped
                 say(f"warm start: {recipe.name} skipped: {fitted.skipped}")
                 continue
             key = repr(sorted(fitted.params.items()))
             if key in seen:
-                record["skipped"][recipe.name] = reason = "the same as an earlier recipe once fitted to this space"
+                done["skipped"][recipe.name] = reason = "the same as an earlier recipe once fitted to this space"
                 say(f"warm start: {recipe.name} skipped: {reason}")
                 continue
             seen.add(key)
             if fitted.adjusted:
-                record["adjusted"][recipe.name] = fitted.adjusted
+                done["adjusted"][recipe.name] = fitted.adjusted
                 say(f"warm start: {recipe.name} adjusted: {'; '.join(fitted.adjusted)}")
-            opened.enqueue_trial(fitted.params, user_attrs={ATTR: recipe.name})
-            record["enqueued"].append(recipe.name)
-        say(f"warm start from {description}: {len(record['enqueued'])} recipe(s) enqueued"
-            + (f", {len(record['skipped'])} skipped" if record["skipped"] else ""))
-    opened.set_user_attr(ATTR, record)
-    return record
+            record.enqueue(opened, fitted.params, warm_start=recipe.name)
+            done["enqueued"].append(recipe.name)
+        say(f"warm start from {description}: {len(done['enqueued'])} recipe(s) enqueued"
+            + (f", {len(done['skipped'])} skipped" if done["skipped"] else ""))
+    record.store_study(opened, warm_start=done)
+    return done
 
 
 def problems(study: Any) -> list[str]:
     """What is wrong with the study's ``warm_start`` file, for validation (every problem, with the fix)."""
-    from autobert.errors import ConfigError
-
     spec = study.warm_start
     if not isinstance(spec, str) or spec in ("builtin", "none"):
         return []
@@ -92,8 +91,4 @@ def problems(study: Any) -> list[str]:
     return []
 
 
-def is_warm_start(trial: Any) -> bool:
-    return ATTR in trial.user_attrs
-
-
-__all__ = ["ATTR", "enqueue", "is_warm_start", "problems", "source_recipes"]
+__all__ = ["enqueue", "problems", "source_recipes"]

@@ -11,7 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from autobert.config.space import format_value
 from autobert.run.aggregate import mean_std
+from autobert.store.record import StudyRecord, TrialRecord
 from autobert.strategy.planner import finalists, trial_summary
 
 
@@ -53,13 +55,14 @@ class SearchProgress:
 
     # Optuna callback
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if "not_started" in trial.user_attrs:
-            self.progress.console.print(f"[dim]trial {trial.number}: skipped, {trial.user_attrs['not_started']}[/]")
+        stored = TrialRecord.from_trial(trial)
+        if stored.is_skipped:
+            self.progress.console.print(f"[dim]trial {trial.number}: skipped, {stored.not_started}[/]")
             return
-        if "finalist_of" in trial.user_attrs:
+        if stored.is_finalist:
             value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
-            self.progress.console.print(f"finalist: trial {trial.user_attrs['finalist_of']}'s recipe on fresh seed "
-                                        f"{trial.user_attrs['finalist_seed']}: [cyan]{value}[/]  {_timing(trial)}")
+            self.progress.console.print(f"finalist: trial {stored.finalist_of}'s recipe on fresh seed "
+                                        f"{stored.finalist_seed}: [cyan]{value}[/]  {_timing(trial)}")
             return
         if trial.state == TrialState.COMPLETE and trial.value is not None:
             if self.best is None or (trial.value > self.best) == self.maximize and trial.value != self.best:
@@ -76,24 +79,20 @@ class SearchProgress:
 
 def _timing(trial: optuna.trial.FrozenTrial) -> str:
     """``41s (predicted 38s)``: the trial's actual and predicted seconds, where stored."""
-    seconds, predicted = trial.user_attrs.get("seconds"), trial.user_attrs.get("predicted_seconds")
+    stored = TrialRecord.from_trial(trial)
+    seconds, predicted = stored.seconds, stored.predicted_seconds
     if seconds is None:
         return ""
     return f"{seconds:.0f}s" + (f" (predicted {predicted:.0f}s)" if predicted is not None else "")
 
 
 def _reason(trial: optuna.trial.FrozenTrial) -> str:
-    reason = trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason") or ""
-    lost = trial.system_attrs.get("failed_trial")  # queued again after its worker was lost
+    stored = TrialRecord.from_trial(trial)
+    reason = stored.reason
+    lost = stored.retry_of  # queued again after its worker was lost
     if lost is not None:
         reason = f"(re-run of lost trial {lost}) {reason}".strip()
     return reason
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if (value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4)) else f"{value:.4g}"
-    return str(value)
 
 
 def _recipe(params: dict[str, Any]) -> str:
@@ -101,13 +100,13 @@ def _recipe(params: dict[str, Any]) -> str:
     by_technique: dict[str, list[str]] = {}
     for name, value in params.items():
         technique, short = name.split(".", 1)
-        by_technique.setdefault(technique, []).append(f"{short}={_fmt(value)}")
+        by_technique.setdefault(technique, []).append(f"{short}={format_value(value)}")
     return "\n".join(f"[bold]{t}[/]: {', '.join(items)}" for t, items in sorted(by_technique.items()))
 
 
 def seed_values(trial: optuna.trial.FrozenTrial) -> list[float]:
     """The trial's per-seed values, in the order its seeds ran (empty if none are stored)."""
-    return [float(v) for v in (trial.user_attrs.get("seed_values") or {}).values()]
+    return [float(v) for v in (TrialRecord.from_trial(trial).seed_values or {}).values()]
 
 
 def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
@@ -118,10 +117,10 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
     """
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     complete = [t for t in study.get_trials(deepcopy=False)
-                if t.state == TrialState.COMPLETE and "finalist_of" not in t.user_attrs]
+                if t.state == TrialState.COMPLETE and not TrialRecord.from_trial(t).is_finalist]
     complete.sort(key=lambda t: t.value if t.value is not None else -math.inf, reverse=maximize)
     counts = trial_summary(study)
-    total_seconds = sum(t.user_attrs.get("seconds", 0) for t in study.get_trials(deepcopy=False))
+    total_seconds = sum(TrialRecord.from_trial(t).seconds or 0 for t in study.get_trials(deepcopy=False))
     caption = (
         f"{counts.get('complete', 0)} complete, {counts.get('pruned', 0)} pruned, "
         f"{counts.get('fail', 0)} failed, {counts.get('running', 0)} running"
@@ -129,7 +128,7 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
         + (f", {counts['finalist']} finalist run(s)" if counts.get("finalist") else "")
         + f"; {total_seconds / 60:.1f} min of trials"
     )
-    warm = study.user_attrs.get("warm_start") or {}
+    warm = StudyRecord.from_study(study).warm_start or {}
     if warm.get("enqueued"):
         caption += (f"\nwarm start from {warm.get('source')}: {len(warm['enqueued'])} recipe(s) ran first"
                     + (f", {len(warm['skipped'])} skipped" if warm.get("skipped") else ""))
@@ -145,7 +144,7 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
              if len({repr(t.params.get(n)) for t in sampled}) == 1 and len(sampled) > 1}
     names = [n for n in names if n not in fixed]
     if fixed:
-        caption += "\nsame in every trial: " + ", ".join(f"{n}={_fmt(v)}" for n, v in fixed.items())
+        caption += "\nsame in every trial: " + ", ".join(f"{n}={format_value(v)}" for n, v in fixed.items())
     table = Table(title=f"{study.study_name}: top {min(top, len(complete))} by {metric}", caption=caption)
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
@@ -168,10 +167,10 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
         if finalist_rows:
             row = finalist_rows.get(t.number)
             spread.append(f"{row['mean']:.4f} (seeds {', '.join(row['seed_values'])})" if row else "")
-        predicted = t.user_attrs.get("predicted_seconds")
-        warm = t.user_attrs.get("warm_start")
+        stored = TrialRecord.from_trial(t)
+        predicted, warm = stored.predicted_seconds, stored.warm_start
         table.add_row(
-            str(rank), str(t.number) + (f"\n[dim]warm start: {warm}[/]" if warm else ""), f"{t.value:.4f}", *spread, f"{t.user_attrs.get('seconds', 0):.0f}s",
+            str(rank), str(t.number) + (f"\n[dim]warm start: {warm}[/]" if warm else ""), f"{t.value:.4f}", *spread, f"{stored.seconds or 0:.0f}s",
             f"{predicted:.0f}s" if predicted is not None else "",
             _recipe({n: t.params[n] for n in names if n in t.params}),
         )

@@ -14,18 +14,24 @@ import optuna
 from optuna.trial import TrialState
 
 from autobert.version import __version__
-from autobert.config.schema import FrozenConfig, StudyConfig, dump_yaml, relocate, write_atomic
+from autobert.config.schema import FrozenConfig, StudyConfig, relocate, write_atomic
 from autobert.run.data import TaskData
+from autobert.run.device import free_accelerator_memory, is_out_of_memory
 from autobert.errors import AutobertError, ConfigError, PluginError, TrialFailed
 from autobert.run import clock
-from autobert.strategy import budget, warm_start
-from autobert.run.pipeline import Progress, TrialResult, draw_params, run_seeds
+from autobert.strategy import warm_start
+from autobert.run.pipeline import Progress, TrialResult, batch_parameters, draw_params, run_seeds
 from autobert.run.aggregate import mean_std
-from autobert.strategy.planner import Planner, finalists, trial_summary, winner
+from autobert.run.models import environment_versions, model_revision, resolve_model
+from autobert.strategy.planner import Planner, finalists, winner
 from autobert.run.plugin_manager import PluginManager, get_plugin_manager
 from autobert.config.settings import declared_settings, relocated_settings
-from autobert.store.storage import SQLiteWorkerLock, open_storage, recover_dead_trials, shown, storage_kind, storage_problem
-from autobert.study.validation import changed_space, stored_definitions
+from autobert.store import record
+from autobert.store.record import StudyRecord, TrialRecord
+from autobert.store.storage import (SQLiteWorkerLock, make_storage, recover_dead_trials, shown, storage_kind,
+                                    storage_problem)
+from autobert.study.validation import changed_space, recipe_hashes, stored_definitions
+from autobert.strategy.pruners import ScheduleFractionPruner
 
 
 # ---------------------------------------------------------------------------
@@ -79,8 +85,6 @@ def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=1 if cfg.n_startup_trials is None else cfg.n_startup_trials,
                                            n_warmup_steps=cfg.n_warmup_steps)
     if cfg.name == "fraction":
-        from autobert.strategy.pruners import ScheduleFractionPruner
-
         return ScheduleFractionPruner(min_fraction=cfg.min_fraction, percentile=cfg.percentile,
                                       n_startup_trials=3 if cfg.n_startup_trials is None else cfg.n_startup_trials)
     if cfg.name == "successive_halving":
@@ -93,13 +97,6 @@ def make_pruner(study: StudyConfig) -> optuna.pruners.BasePruner:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.pruners.WilcoxonPruner(p_threshold=cfg.p_threshold, n_startup_steps=cfg.n_startup_steps)
     return optuna.pruners.NopPruner()
-
-
-def make_storage(study: StudyConfig, override: str | None = None) -> optuna.storages.BaseStorage:
-    """The study's storage: an SQLAlchemy URL (sqlite, postgresql, mysql) or
-    ``journal:///PATH`` for Optuna's journal file (relative to the study file);
-    see :mod:`autobert.store.storage`."""
-    return open_storage(override or study.storage_url, study.resolve_path, study.heartbeat, study.study_dir)
 
 
 def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
@@ -135,9 +132,9 @@ def open_study(study: StudyConfig, storage: str | None = None) -> optuna.Study:
              f"says {study.direction}; a study cannot change direction: restore `direction: "
              f"{opened.direction.name.lower()}` or use a new study name"],
         )
-    stored_metric = opened.user_attrs.get("metric")
+    stored_metric = StudyRecord.from_study(opened).metric
     if stored_metric is None:
-        opened.set_user_attr("metric", study.metric)
+        record.store_study(opened, metric=study.metric)
     if opened.metric_names != [study.metric] and stored_metric in (None, study.metric):
         # Optuna's own name for the objective: the dashboard and `optuna` CLI show it instead of "Objective 0".
         with warnings.catch_warnings():
@@ -204,7 +201,7 @@ def make_objective(
 
     def after_seed(trial: optuna.Trial, index: int, seed: int, results: list[TrialResult]) -> None:
         values = [r.value for r in results]
-        trial.set_user_attr("seed_values", {str(s): v for s, v in zip(seeds, values)})
+        record.store(trial, seed_values={str(s): v for s, v in zip(seeds, values)})
         trial.report(values[-1], index)
         if index + 1 < len(seeds) and trial.should_prune():
             mean, _ = mean_std(values)
@@ -215,43 +212,42 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         if stored:
             trial = _StoredSpaceTrial(trial, stored)
-        trial.set_user_attr("worker", worker_name())
-        finalist_seed = trial.user_attrs.get("finalist_seed")
+        record.store(trial, worker=worker_name())
+        queued = TrialRecord.from_trial(trial)  # what the trial was queued with (a finalist, a variant, a warm start)
+        finalist_seed = queued.finalist_seed
         run_seeds_ = [int(finalist_seed)] if finalist_seed is not None else seeds
-        trial.set_user_attr("seed", run_seeds_[0])
-        trial.set_user_attr("seeds", run_seeds_)
+        record.store(trial, seed=run_seeds_[0], seeds=run_seeds_)
         prediction = None
         try:
             if planner is not None:
                 params = draw_params(study, trial, pm)
                 prediction = planner.predict(params, len(run_seeds_))
-                trial.set_user_attr("predicted_seconds", round(prediction.seconds, 2))
-                trial.set_user_attr("predicted_work", round(prediction.work, 1))
-                trial.set_user_attr("cost_terms", {k: round(v, 1) for k, v in prediction.terms.items() if v})
-                trial.set_user_attr("runs", len(run_seeds_))
-                refusal = planner.refusal(prediction, finalist_seed is not None, "variant_of" in trial.user_attrs,
-                                          warm_start.is_warm_start(trial))
+                record.store(trial, predicted_seconds=round(prediction.seconds, 2),
+                             predicted_work=round(prediction.work, 1),
+                             cost_terms={k: round(v, 1) for k, v in prediction.terms.items() if v},
+                             runs=len(run_seeds_))
+                refusal = planner.refusal(prediction, finalist_seed is not None, queued.variant_of is not None,
+                                          queued.is_warm_start)
                 if refusal:
                     variant = None if finalist_seed is not None else planner.cheaper_variant(params, prediction)
                     if variant is not None:
                         # The cheaper variant runs next (any worker may take it): the sampler's choice, made affordable.
                         fitted, cheaper, changes = variant
                         cut = ", ".join(changes)
-                        attrs = {"variant_of": trial.number}
-                        if warm_start.is_warm_start(trial):  # still the portfolio's recipe, cut to fit: say so
-                            attrs[warm_start.ATTR] = f"{trial.user_attrs[warm_start.ATTR]} ({cut})"
-                        planner.opened.enqueue_trial(fitted, user_attrs=attrs)
+                        # A warm start is still the portfolio's recipe, cut to fit: say so.
+                        record.enqueue(planner.opened, fitted, variant_of=trial.number,
+                                       warm_start=f"{queued.warm_start} ({cut})" if queued.is_warm_start else None)
                         refusal += f"; its cheaper variant ({cut}: {cheaper.seconds:.0f}s) runs instead"
                     elif finalist_seed is None and planner.first_may_run(prediction):
                         refusal = None  # already at its cheapest, and the search needs a first finished trial
                     if refusal:
-                        trial.set_user_attr("not_started", refusal)
+                        record.store(trial, not_started=refusal)
                         raise optuna.TrialPruned(f"not started: {refusal}")
                 if finalist_seed is not None:
                     # A finalist replays its recipe unpruned: the trial itself only records the result.
                     trial = _Unpruned(trial)
         except KeyboardInterrupt:  # before the run's own handler below: the trial still says why it failed
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            record.store(trial, fail_reason="interrupted (Ctrl-C)")
             raise
         start = time.perf_counter()
         try:
@@ -261,31 +257,30 @@ def make_objective(
                     after_seed=lambda index, seed, results: after_seed(trial, index, seed, results),
                 )
         except clock.TrialStopped as exc:
-            trial.set_user_attr("stopped_reason", str(exc))
-            trial.set_user_attr("pruned_reason", str(exc))
+            record.store(trial, stopped_reason=str(exc), pruned_reason=str(exc))
             raise optuna.TrialPruned(str(exc)) from None
         except optuna.TrialPruned as exc:
-            trial.set_user_attr("pruned_reason", str(exc))
+            record.store(trial, pruned_reason=str(exc))
             raise
         except (ConfigError, PluginError):
             raise  # a configuration problem ends the study: every trial would hit it
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            record.store(trial, fail_reason="interrupted (Ctrl-C)")
             raise
         except Exception as exc:
             reason = str(exc) if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
-            if _out_of_memory(exc):
+            if is_out_of_memory(exc):
                 # Training itself halves the batch first (pipeline.BatchFit), and its TrialFailed says what it tried.
                 if not isinstance(exc, TrialFailed):
-                    reason += "; the recipe ran out of memory: narrow finetune.batch_size or lower max_length"
-                _free_accelerator_memory()
-            trial.set_user_attr("fail_reason", reason[:2000])
+                    reason += (f"; the recipe ran out of memory: narrow {batch_parameters(trial.params)} "
+                               "or lower max_length")
+                free_accelerator_memory()
+            record.store(trial, fail_reason=reason[:2000])
             raise TrialFailed(reason) from exc
         finally:
-            trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
-        trial.set_user_attr("seed_values", result.seed_values)
-        trial.set_user_attr("metrics", _mean_metrics([r.metrics for r in result.results]))
-        trial.set_user_attr("steps", result.first.steps)
+            record.store(trial, seconds=round(time.perf_counter() - start, 3))
+        record.store(trial, seed_values=result.seed_values, metrics=_mean_metrics([r.metrics for r in result.results]),
+                     steps=result.first.steps)
         return result.value
 
     return objective
@@ -305,22 +300,6 @@ class _Unpruned:
 
     def should_prune(self) -> bool:
         return False
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
-
-
-def _free_accelerator_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _mean_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:
@@ -405,7 +384,7 @@ def _timed_search(opened: optuna.Study, objective: Callable, planner: Planner, c
         if prediction.seconds > planner.deadline - time.monotonic():
             _say(progress, f"finalists: no time for another run ({prediction.seconds:.0f}s predicted)")
             break
-        opened.enqueue_trial(trial.params, user_attrs={"finalist_of": trial.number, "finalist_seed": seed})
+        record.enqueue(opened, trial.params, finalist_of=trial.number, finalist_seed=seed)
         opened.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks)
 
 
@@ -415,16 +394,15 @@ def discard_queued(opened: optuna.Study, reason: str) -> list[int]:
     They belong to the search phase; left queued, Optuna would pop one before
     the finalists' own runs. Returns their numbers.
     """
-    from optuna.trial import TrialState
 
     storage = opened._storage  # Optuna has no public call that ends a WAITING trial
     ended = []
     for t in opened.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if "finalist_of" in t.user_attrs:
+        if TrialRecord.from_trial(t).is_finalist:
             continue
         if not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):  # dated, like any trial run
             continue  # another worker took it
-        storage.set_trial_user_attr(t._trial_id, "not_started", reason)
+        record.store_by_id(storage, t._trial_id, not_started=reason)
         storage.set_trial_state_values(t._trial_id, TrialState.PRUNED)
         ended.append(t.number)
     return ended
@@ -484,7 +462,7 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
     raw["techniques"] = techniques
     # What `precision: auto` resolved to where the trial ran (autobert.run.pipeline.run_seeds records it);
     # a trial without it ran before autobert had precisions, in fp32.
-    raw["precision"] = trial.user_attrs.get("precision", "fp32")
+    raw["precision"] = TrialRecord.from_trial(trial).precision or "fp32"
     raw["provenance"] = {
         "study": study.name,
         "trial": trial.number,
@@ -494,8 +472,14 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
         "plugins": {name: t.source for name, t in sorted(pm.techniques.items())},
         "data_fingerprint": dict(sorted(data.fingerprints.items())),
         "params": dict(sorted(trial.params.items())),
+        "versions": environment_versions(),
     }
-    seed_values = trial.user_attrs.get("seed_values") or {}
+    revision = model_revision(resolve_model(study))
+    if revision:
+        raw["provenance"]["model_revision"] = revision
+    exported = FrozenConfig.model_validate({**raw, "base_dir": Path(where).resolve()})
+    raw["provenance"]["recipe"] = recipe_hashes(exported, pm, trial.params)
+    seed_values = TrialRecord.from_trial(trial).seed_values or {}
     if len(seed_values) > 1:
         raw["provenance"]["seed_values"] = dict(seed_values)
     if finalist_rows:
@@ -523,6 +507,6 @@ def replay_trial(frozen: FrozenConfig) -> optuna.trial.FixedTrial:
 
 
 __all__ = [
-    "validate_study", "open_study", "init_study", "changed_space", "run_search", "export_best", "frozen_config", "check_frozen",
-    "replay_trial", "plugin_manager_for", "trial_summary", "dump_yaml",
+    "open_study", "init_study", "run_search", "export_best", "frozen_config", "replay_trial", "plugin_manager_for",
+    "discard_queued", "make_objective", "make_sampler", "make_pruner", "best_trial",
 ]

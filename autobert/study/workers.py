@@ -29,7 +29,14 @@ from rich.table import Table
 from rich.text import Text
 
 from autobert.config.schema import StudyConfig
+from autobert.run.clock import interruptible
+from autobert.run.device import gpu_count
+from autobert.store.record import TrialRecord
 from autobert.store.storage import shown, storage_kind
+from autobert.strategy.budget import SearchBudget
+from autobert.strategy.planner import trial_summary
+from autobert.study.display import leaderboard
+from autobert.study.search import export_best, init_study, open_study
 
 # How long a worker has to end its trial after Ctrl-C before it is terminated, then killed.
 STOP_GRACE = 30.0
@@ -60,8 +67,6 @@ def plan_slots(workers: int, gpus: list[str], cores: int) -> list[Slot]:
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may hand out, as ``CUDA_VISIBLE_DEVICES`` names them."""
-    from autobert.run.device import gpu_count
-
     count = gpu_count()
     if not count:
         return []
@@ -182,7 +187,7 @@ class CombinedDisplay:
         trials = [t for t in self.opened.get_trials(deepcopy=False) if t.number not in self.before]
         by_worker: dict[str, list] = {}
         for t in trials:
-            by_worker.setdefault(t.user_attrs.get("worker", ""), []).append(t)
+            by_worker.setdefault(TrialRecord.from_trial(t).worker or "", []).append(t)
         table = Table(title=f"{len(self.workers)} workers on study {self.opened.study_name!r}", title_justify="left")
         for column in ("worker", "runs on", "trials done", "now"):
             table.add_column(column)
@@ -194,7 +199,7 @@ class CombinedDisplay:
             if running:
                 t = running[-1]
                 steps = f"step {max(t.intermediate_values)}" if t.intermediate_values else "starting"
-                total_steps = t.user_attrs.get("total_steps")
+                total_steps = TrialRecord.from_trial(t).total_steps
                 steps += f"/{total_steps}" if total_steps and t.intermediate_values else ""
                 last = (f", {self.metric}={t.intermediate_values[max(t.intermediate_values)]:.4f}"
                         if t.intermediate_values else "")
@@ -214,60 +219,65 @@ class CombinedDisplay:
         return Group(table, Text(summary))
 
 
-def run_workers(args: Any, study: StudyConfig, pm: Any, data: Any, console: Console, err_console: Console) -> int:
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What ``autobert search --workers N`` was asked: the workers, the budget they share, and the options they get."""
+
+    study_path: str  # each worker reads the same study file
+    workers: int
+    budget: SearchBudget  # resolved once (strategy.budget.resolve_budget) and shared out among the workers
+    storage: str | None = None
+    export: Path | None = None
+    disable: tuple[str, ...] = ()
+    keep_stored_space: bool = False
+
+
+def run_workers(options: WorkerOptions, study: StudyConfig, pm: Any, data: Any, console: Console,
+                err_console: Console) -> int:
     """Run ``autobert search --workers N``: start, watch and (on Ctrl-C) stop the workers, then export.
 
     Returns the command's exit code: 0, 1 (no trial completed), 2 (a worker
     found a problem with the input) or 130 (interrupted).
     """
-    from autobert.study.display import leaderboard
-    from autobert.study.search import export_best, init_study, open_study
-    from autobert.strategy.planner import trial_summary
-
-    url, note = shared_storage(study, args.storage)
+    url, note = shared_storage(study, options.storage)
     if note:
         console.print(f"[yellow]note[/]: {note}")
     opened = init_study(study, pm, url)  # created once here, so the workers only load it
-    n_trials = args.n_trials if args.n_trials is not None else (None if args.timeout else study.budget.trials)
-    timeout = args.timeout if args.timeout is not None else (None if args.n_trials else study.budget.timeout)
-    count = args.workers if n_trials is None else min(args.workers, n_trials)
-    if count < args.workers:
-        console.print(f"[yellow]note[/]: {n_trials} trial(s) to run, so {count} worker(s), not {args.workers}")
+    n_trials, timeout = options.budget.n_trials, options.budget.timeout
+    count = options.workers if n_trials is None else min(options.workers, n_trials)
+    if count < options.workers:
+        console.print(f"[yellow]note[/]: {n_trials} trial(s) to run, so {count} worker(s), not {options.workers}")
     gpus = visible_gpus()
     slots = plan_slots(count, gpus, usable_cores())
-    extra = [f"--disable={name}" for name in args.disable] + (["--timeout", str(timeout)] if timeout else [])
-    extra += ["--keep-stored-space"] if args.keep_stored_space else []
+    extra = [f"--disable={name}" for name in options.disable] + (["--timeout", str(timeout)] if timeout else [])
+    extra += ["--keep-stored-space"] if options.keep_stored_space else []
     logs = study.study_dir / "workers"
     sharing = (f"{len(gpus)} GPU(s) for {count} workers: they take turns on them" if gpus and len(gpus) < count
                else "one GPU each" if gpus else f"{usable_cores()} CPU core(s) shared")
     console.print(f"[bold]{study.name}[/]: {n_trials or 'unlimited'} trial(s) on {count} workers ({sharing}); "
                   f"storage {shown(url)}; worker logs in {logs}")
 
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     workers: list[Worker] = []
-    try:
-        workers = start_workers(str(args.study), url, split_trials(n_trials, count), slots, logs, extra)
-        display = CombinedDisplay(opened, workers, n_trials, study.metric, study.direction)
-        with Live(display.render(), console=console, refresh_per_second=2, transient=False) as live:
-            while any(w.process.poll() is None for w in workers):
-                time.sleep(0.5)
+    with interruptible():
+        try:
+            workers = start_workers(options.study_path, url, split_trials(n_trials, count), slots, logs, extra)
+            display = CombinedDisplay(opened, workers, n_trials, study.metric, study.direction)
+            with Live(display.render(), console=console, refresh_per_second=2, transient=False) as live:
+                while any(w.process.poll() is None for w in workers):
+                    time.sleep(0.5)
+                    live.update(display.render())
                 live.update(display.render())
-            live.update(display.render())
-        if not console.is_terminal:
-            console.line()  # a captured display ends without one
-        for w in workers:
-            w.returncode = w.process.wait()
-    except KeyboardInterrupt:
-        err_console.print(f"[yellow]interrupted[/]: stopping {len(workers)} worker(s); each marks its running trial "
-                          "failed (interrupted)")
-        stop_workers(workers)
-        err_console.print(f"[yellow]stopped[/]: completed trials are stored in {shown(url)}. Run the same command "
-                          "to resume.")
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
+            if not console.is_terminal:
+                console.line()  # a captured display ends without one
+            for w in workers:
+                w.returncode = w.process.wait()
+        except KeyboardInterrupt:
+            err_console.print(f"[yellow]interrupted[/]: stopping {len(workers)} worker(s); each marks its running "
+                              "trial failed (interrupted)")
+            stop_workers(workers)
+            err_console.print(f"[yellow]stopped[/]: completed trials are stored in {shown(url)}. Run the same "
+                              "command to resume.")
+            return 130
 
     failed = [w for w in workers if w.returncode not in (0, None)]
     for w in failed:
@@ -279,9 +289,9 @@ def run_workers(args: Any, study: StudyConfig, pm: Any, data: Any, console: Cons
     if not trial_summary(opened).get("complete"):
         err_console.print("[red]no trial completed[/], so there is no recipe to export; see the reasons above")
         return 2 if any(w.returncode == 2 for w in failed) else 1
-    path = export_best(study, opened, pm, data, args.export)
+    path = export_best(study, opened, pm, data, options.export)
     console.print(f"best recipe written to [bold]{path}[/]; reproduce it with `autobert train {path} --output DIR`")
     return 2 if any(w.returncode == 2 for w in failed) else 0
 
 
-__all__ = ["run_workers", "plan_slots", "split_trials", "shared_storage", "Slot"]
+__all__ = ["run_workers", "WorkerOptions", "plan_slots", "split_trials", "shared_storage", "Slot"]
