@@ -244,6 +244,74 @@ def test_with_finetune_alone_the_cheaper_variant_lowers_epochs_until_the_recipe_
     assert prediction.terms["finetune: training"] == 96 and prediction.seconds <= planner.cap()
 
 
+def half_budget_planner(tiny_study, seconds_per_run: float, n_done: int = 2):
+    """A 900 s search whose 4-epoch recipe is predicted at ``seconds_per_run`` (about half the budget), with
+    ``n_done`` such recipes finished (no training: their parameters drawn through the study's own space)."""
+    from autobert.run.pipeline import draw_params
+    from autobert.strategy.planner import Planner
+
+    pm = get_plugin_manager(only=["finetune"])
+    study = load_study(tiny_study(only=["finetune"], budget={"timeout": 900},
+                                  techniques={"finetune": {**FINETUNE, "epochs": {"low": 1, "high": 4}}}))
+    opened = open_study(study)
+    opened.set_user_attr("calibration", {"overhead": 0.0, "seconds_per_pass": 1.0})
+    planner = Planner(study, pm, validate_study(study, pm), opened, timeout=900, n_trials=None)
+    scale = seconds_per_run / planner.predict(RECIPE, 1).seconds
+    opened.set_user_attr("calibration", {"overhead": 0.0, "seconds_per_pass": scale})
+    planner._prior = None
+    for i in range(n_done):
+        opened.enqueue_trial({**RECIPE, "finetune.learning_rate": 2e-3 + i * 1e-4})
+        opened.optimize(lambda trial: (draw_params(study, trial, pm), 0.8 + i / 100)[1], n_trials=1)
+    return planner, opened
+
+
+def test_a_queued_cheaper_variant_that_fits_keeps_the_search_phase_going(tiny_study):
+    # A 464 s recipe started; the next (4 epochs, over the cap) runs as its 1-epoch variant. With 10 s more than
+    # the variant needs left, the phase goes on: it used to end, comparing the time left with the 464 s recipe.
+    planner, opened = half_budget_planner(tiny_study, 464.0)
+    planner.cheapest = 464.0
+    planner.main_deadline = time.monotonic() + 300  # the cap is then min(120, 300)
+    variant = planner.cheaper_variant(RECIPE, planner.predict(RECIPE, 1))
+    assert variant is not None and variant[2] == ["epochs 1"]
+    planner.main_deadline = time.monotonic() + variant[1].seconds + 10
+    planner.deadline = planner.main_deadline + 0.1
+    skipped = opened.trials[-1]
+    skipped.user_attrs["not_started"] = "over the cap"
+    planner(opened, skipped)
+    assert planner.stop_reason is None
+
+
+def test_nothing_that_fits_the_time_left_ends_the_phase_and_says_what_could_have_run(tiny_study):
+    planner, opened = half_budget_planner(tiny_study, 464.0)
+    planner.cheapest = 116.0
+    planner.main_deadline = time.monotonic() + 60
+    planner.deadline = planner.main_deadline + 0.1
+    stopped = []
+    planner(SimpleNamespace(stop=lambda: stopped.append(True)), opened.trials[-1])  # as Optuna's callback, stopping
+    assert stopped and "less than the cheapest recipe that could still run" in planner.stop_reason
+
+
+def test_a_finalist_share_that_cannot_hold_one_run_goes_back_to_the_search(tiny_study):
+    # 900 s with a 20 % share: 180 s for finalists, but one finalist run is predicted at 464 s. The share goes
+    # back: the search may run to the budget's end (a 237 s recipe then fits in the 416 s left).
+    planner, opened = half_budget_planner(tiny_study, 464.0)
+    now = time.monotonic()
+    planner.main_deadline, planner.deadline = now + 236, now + 416
+    planner(opened, opened.trials[-1])
+    assert planner.main_deadline == planner.deadline
+    assert planner.returned_share and "goes back to the search" in planner.returned_share
+    assert planner.stop_reason is None
+
+
+def test_a_finalist_share_that_holds_a_run_is_kept(tiny_study):
+    planner, opened = half_budget_planner(tiny_study, 100.0)
+    now = time.monotonic()
+    planner.main_deadline, planner.deadline = now + 236, now + 416
+    planner(opened, opened.trials[-1])
+    assert planner.deadline - planner.main_deadline == pytest.approx(180, abs=1)
+    assert planner.returned_share is None
+
+
 class Sleeper:
     """A technique that makes every training step slow, unbeknown to the cost model."""
 

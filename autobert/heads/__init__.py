@@ -24,11 +24,11 @@ __all__ = ["AutobertKnowledgeForSequenceClassification", "AutobertPooledConfig",
 
 def __getattr__(name: str):
     if name in ("AutobertPooledConfig", "AutobertPooledForSequenceClassification"):
-        from autobert.heads import _pooled_model
+        from autobert.heads import _pooled_model  # on first use: keeps torch out of `import autobert.heads`
 
         return getattr(_pooled_model, name)
     if name in ("AutobertKnowledgeConfig", "AutobertKnowledgeForSequenceClassification"):
-        from autobert.heads import _knowledge_model
+        from autobert.heads import _knowledge_model  # on first use, as above
 
         return getattr(_knowledge_model, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

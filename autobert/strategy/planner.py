@@ -162,8 +162,9 @@ class Planner:
         self.deadline = self.start + timeout if timeout else None
         self.started = 0
         self.skips_in_a_row = 0
-        self.cheapest: float = math.inf
+        self.cheapest: float = math.inf  # the cheapest recipe that may still run: started ones, queued variants
         self.stop_reason: str | None = None
+        self.returned_share: str | None = None  # said once, when the finalists' share goes back to the search
         self._prior: Calibration | None = None
 
     # -- prediction ---------------------------------------------------------
@@ -281,6 +282,8 @@ class Planner:
             return None
         if prediction.seconds > cap and (search_trials(self.opened) or prediction.seconds > self.main_deadline - time.monotonic()):
             return None  # (with nothing completed yet, the cheapest form runs if it fits the time: see refusal)
+        # What may still run: the phase does not end while this variant, queued to run next, fits the time left.
+        self.cheapest = min(self.cheapest, prediction.seconds)
         return variant, prediction, changes
 
     def _declarations(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[CostKnob]], dict[str, Any]]:
@@ -296,9 +299,37 @@ class Planner:
 
     # -- the main phase's stop rule (an Optuna callback) ---------------------
 
+    def finalist_run_seconds(self) -> float | None:
+        """The predicted seconds of the cheapest finalist run (one seed of a top recipe); ``None`` while fewer than
+        two recipes could be compared."""
+        top = top_distinct_trials(self.opened, self.study.finalists.top)
+        if len(top) < 2:
+            return None
+        calibration = self.calibration()
+        return min(self.predict(t.params, 1, calibration).seconds for t in top)
+
+    def rebalance(self) -> None:
+        """Give the finalists' share back to the search when it cannot hold one finalist run.
+
+        The share is kept for re-running the best recipes on fresh seeds; a share shorter than one such run would
+        end the budget unused (a search of 900 s whose recipes take about 460 s each returned after 495 s). The
+        reverse needs nothing: when no recipe fits the search's time left, the phase ends and the finalists have
+        all the time that is left.
+        """
+        if self.deadline is None or self.main_deadline >= self.deadline:
+            return
+        run = self.finalist_run_seconds()
+        share = self.deadline - self.main_deadline
+        if run is not None and run > share:
+            self.main_deadline, self.main_budget = self.deadline, self.timeout
+            self.returned_share = (f"the finalists' share ({share:.0f}s) cannot hold one run ({run:.0f}s "
+                                   "predicted): it goes back to the search")
+
     def __call__(self, opened: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if is_finalist(trial):
             return
+        if not is_skipped(trial):
+            self.rebalance()
         if is_skipped(trial):
             self.skips_in_a_row += 1
         else:
@@ -310,7 +341,8 @@ class Planner:
             self.stop_reason = "the search's share of the time budget is spent"
         elif self.main_deadline is not None and self.cheapest < math.inf and self.main_deadline - time.monotonic() < self.cheapest:
             self.stop_reason = (f"{self.main_deadline - time.monotonic():.0f}s left, less than the cheapest recipe "
-                                f"started was predicted to take ({self.cheapest:.0f}s)")
+                                f"that could still run (started, or a cheaper variant) was predicted to take "
+                                f"({self.cheapest:.0f}s)")
         elif self.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
             self.stop_reason = f"{self.skips_in_a_row} recipes in a row did not fit the time left"
         if self.stop_reason:

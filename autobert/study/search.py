@@ -370,7 +370,8 @@ def _timed_search(opened: optuna.Study, objective: Callable, planner: Planner, c
                   progress: Progress | None) -> None:
     """The main phase until its deadline, then finalists on fresh seeds until the budget's end."""
     opened.optimize(objective, catch=(TrialFailed,), callbacks=[*callbacks, planner])
-    _say(progress, f"search phase ended: {planner.stop_reason}")
+    _say(progress, f"search phase ended: {planner.stop_reason}"
+         + (f" ({planner.returned_share})" if planner.returned_share else ""))
     if planner.next_finalist_run() is None and planner.stop_reason and "trial(s) run" not in planner.stop_reason:
         # Fewer than two recipes to compare: the finalists' share goes to the search instead.
         planner.main_deadline = planner.deadline

@@ -121,7 +121,7 @@ def write_study(
                                     "batch_size": 16, "warmup_ratio": 0.0}},
     }
     if only is not None:
-        from autobert.run.plugin_manager import available_technique_names
+        from autobert.run.plugin_manager import available_technique_names  # here: keeps import autobert.testing light
 
         study["disable"] = [t for t in available_technique_names() if t not in only]
     study.update(overrides)

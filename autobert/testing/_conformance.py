@@ -32,6 +32,9 @@ from typing import Any
 
 import pytest
 
+# The engine is imported inside each test, not here: `import autobert.testing` (which plugin authors' test
+# modules do at collection) stays free of torch, transformers and optuna until a test runs.
+
 #: A weight or metric that moved by less than this did not change (a GPU's non-deterministic sums move by less).
 TOLERANCE = 1e-6
 
