@@ -45,7 +45,7 @@ from autobert.store.record import TrialRecord
 
 SCHEMES = "sqlite:///PATH (one worker), postgresql://USER@HOST[:PORT]/DB or journal:///PATH (many workers)"
 RDB_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
-SCALING_OUT = "see 'Scaling out' in the README"
+SCALING_OUT = "see 'Scaling out' in the documentation (docs/scaling-out.md)"
 
 
 def storage_kind(url: str) -> str:
