@@ -33,11 +33,10 @@ from typing import Any, Iterable, Mapping
 
 # The model services live in the engine (autobert.run.models) and are public here: this module is the facade
 # technique authors import, as `pytest` is for `_pytest`.
-from autobert.run.models import (ENCODER_RULE, EncoderParts, decays, encoder_not_found, find_encoder,
+from autobert.run.models import (ENCODER_RULE, EncoderParts, decays, encoder_not_found, find_encoder, folder_contents,
                                  layer_depths, load_mlm, load_tokenizer, mlm_head, parameter_groups, resolve_model,
                                  study_model_layers)
 from autobert.trial_run import TrialRun
-from autobert.stage_cache import content_key
 from autobert.stage_cache import cache_key
 
 __all__ = [
@@ -179,11 +178,7 @@ def model_identity(checkpoint: str) -> dict[str, Any]:
     path = Path(checkpoint)
     if not path.is_dir():
         return {"model": checkpoint}
-    config = path / "config.json"
-    weights = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    return {"model": str(path.resolve()),
-            "config": content_key([config.read_bytes()], 16) if config.is_file() else None,
-            "weights": weights}
+    return {"model": str(path.resolve()), **folder_contents(path)}  # the same keys as ever: cached entries still match
 
 
 def tokenizer_identity(tokenizer: Any) -> str:

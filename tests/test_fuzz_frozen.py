@@ -17,10 +17,6 @@ hundreds. Every hole the harness found is kept as an explicit ``@example``.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,42 +24,11 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from autobert.cli import main
-from autobert.testing import write_study
-
-KEY = re.compile(r"^(?P<key>[A-Za-z_][\w.-]*|\(top level\))(?: \(line \d+\))?: ")
-RECIPE = {"learning_rate": 3e-3, "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}
-
+from cli_helpers import KEY, RECIPE, export_recipe, problems_of, run_cli
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fuzz-frozen")
-    path = write_study(root, name="ff", n_train=48, n_validation=16, only=["finetune"],
-                       techniques={"finetune": dict(RECIPE)})
-    assert main(["search", str(path), "--n-trials", "1"]) == 0
-    return root / "ff" / "best.yaml"
-
-
-def run_train(path: Path, out: Path, *extra: str) -> tuple[int, str]:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            rc = main(["train", str(path), "--output", str(out), *extra])
-        except SystemExit as exc:
-            rc = exc.code
-        except BaseException as exc:  # noqa: BLE001 - the property: nothing escapes as a traceback
-            raise AssertionError(f"autobert train raised {type(exc).__name__}: {exc}") from exc
-    return rc, stdout.getvalue() + stderr.getvalue()
-
-
-def problems_of(output: str) -> list[str]:
-    problems: list[str] = []
-    for line in output.splitlines():
-        if line.startswith("  - "):
-            problems.append(line[4:])
-        elif problems and line.startswith("    "):
-            problems[-1] += " " + line.strip()
-    return problems
+    return export_recipe(tmp_path_factory.mktemp("fuzz-frozen"), "ff")
 
 
 # ---------------------------------------------------------------------------
@@ -154,7 +119,7 @@ def test_every_mutated_frozen_config_replays_exactly_warns_or_is_refused_by_key(
     work = tmp_path_factory.mktemp("example")
     path = mutate(exported, mutation, exported.parent / f"{work.name}.yaml")
     out = work / "out"
-    rc, output = run_train(path, out, *allow)
+    rc, output = run_cli("train", str(path), "--output", str(out), *allow)
     assert "Traceback" not in output, output
     if rc == 0:
         metrics = yaml.safe_load((out / "metrics.json").read_text(encoding="utf-8"))

@@ -19,7 +19,6 @@ Every hole the harness found is kept below as an explicit regression example
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -40,6 +39,7 @@ from autobert.config.schema import load_study
 from autobert.errors import ConfigError
 from autobert.config.space import ParamSpec, apply_override
 from autobert.testing import make_tiny_model, synthetic_rows
+from cli_helpers import KEY, problems_of, run_cli
 
 DELETE = object()
 ONLY = ["finetune"]
@@ -47,7 +47,6 @@ ONLY = ["finetune"]
 FIX_WORDS = re.compile(
     r"\b(add|remove|set|give|fix|write|save|choose|point|make|use|delete|check|rename|quote|list|raise|swap|drop|"
     r"install|name|keep|merge|export|start|copy|change|pip install)\b", re.I)
-KEY = re.compile(r"^(?P<key>[A-Za-z_][\w.-]*|\(top level\))(?: \(line \d+\))?: ")
 
 
 # ---------------------------------------------------------------------------
@@ -114,30 +113,6 @@ class Example:
         self.path.write_text(self.study_text if self.study_text is not None else yaml.safe_dump(self.study),
                              encoding="utf-8")
         return self.path
-
-
-def run_cli(*argv: str) -> tuple[int, str]:
-    """Run the command line in-process; a traceback is a failure of the property."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(list(argv))
-        except SystemExit as exc:  # argparse
-            rc = exc.code
-        except BaseException as exc:  # noqa: BLE001 - the property: nothing escapes as a traceback
-            raise AssertionError(f"autobert {' '.join(argv)} raised {type(exc).__name__}: {exc}") from exc
-    return rc, out.getvalue() + err.getvalue()
-
-
-def problems_of(output: str) -> list[str]:
-    """The problems of one ``error:`` report, each joined back into one line."""
-    problems: list[str] = []
-    for line in output.splitlines():
-        if line.startswith("  - "):
-            problems.append(line[4:])
-        elif problems and line.startswith("    "):
-            problems[-1] += " " + line.strip()
-    return problems
 
 
 def assert_refused_well(rc: int, output: str, key: str, *, file: str | None = None, rows: list[int] = ()) -> list[str]:

@@ -17,18 +17,12 @@ import yaml
 
 from autobert.cli import main
 from autobert.testing import write_study
-
-RECIPE = {"learning_rate": 3e-3, "epochs": 1, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0}
-
+from cli_helpers import RECIPE, export_recipe
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     """A real search's best.yaml (finetune only), and its folder."""
-    root = tmp_path_factory.mktemp("replay")
-    path = write_study(root, name="rp", n_train=48, n_validation=16, only=["finetune"],
-                       techniques={"finetune": dict(RECIPE)})
-    assert main(["search", str(path), "--n-trials", "1"]) == 0
-    return root / "rp" / "best.yaml"
+    return export_recipe(tmp_path_factory.mktemp("replay"), "rp")
 
 
 def edited(exported: Path, tmp_path: Path, change) -> Path:

@@ -519,12 +519,16 @@ def load_study(path: str | os.PathLike) -> StudyConfig:
     return parse_config(text, str(path), path.parent.resolve(), cls)
 
 
-def load_frozen(path: str | os.PathLike) -> FrozenConfig:
-    path = Path(path)
+def _recipe_text(path: Path) -> str:
+    """A frozen config's text, or an error saying it is missing or unreadable, with the fix."""
     if not path.is_file():
         raise ConfigError(str(path), [f"file not found: {path}; export one with `autobert best STUDY.yaml`"])
-    text = _read_text(path)
-    config = parse_config(text, str(path), path.parent.resolve(), FrozenConfig)
+    return _read_text(path)
+
+
+def load_frozen(path: str | os.PathLike) -> FrozenConfig:
+    path = Path(path)
+    config = parse_config(_recipe_text(path), str(path), path.parent.resolve(), FrozenConfig)
     return config  # type: ignore[return-value]
 
 
@@ -535,9 +539,7 @@ def load_recipe(path: str | os.PathLike) -> StudyConfig:
     (:func:`autobert.study.prepare.prepare_recipe`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), [f"file not found: {path}; export one with `autobert best STUDY.yaml`"])
-    text = _read_text(path)
+    text = _recipe_text(path)
     try:
         raw = load_yaml(text)
     except yaml.YAMLError:

@@ -21,9 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from autobert.errors import PluginError
+from autobert.errors import ConfigError, PluginError
 from autobert.config.settings import Setting
-from autobert.errors import ConfigError
 
 Scalar = bool | int | float | str | None
 RANGE_KEYS = {"low", "high", "log", "step"}

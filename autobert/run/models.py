@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from autobert.errors import ConfigError
-from autobert.stage_cache import content_key
+from autobert.stage_cache import cache_key, content_key
 
 
 # --------------------------------------------------------------------------
@@ -88,6 +88,14 @@ class EncoderParts:
     layers: Any
 
 
+def folder_contents(path: Path) -> dict[str, Any]:
+    """A model folder's contents, wherever it lies: a short hash of its ``config.json`` and its weight files'
+    names and sizes (for the cache's model identity and a frozen config's model revision)."""
+    config = path / "config.json"
+    return {"config": content_key([config.read_bytes()], 16) if config.is_file() else None,
+            "weights": sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))}
+
+
 def model_revision(checkpoint: str) -> str | None:
     """Which weights ``checkpoint`` names, for a frozen config's provenance and its replay check.
 
@@ -97,9 +105,7 @@ def model_revision(checkpoint: str) -> str | None:
     """
     path = Path(checkpoint)
     if path.is_dir():
-        config = path / "config.json"
-        weights = sorted((p.name, p.stat().st_size) for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-        return "sha256:" + content_key([config.read_bytes() if config.is_file() else b"", repr(weights).encode()], 16)
+        return "sha256:" + cache_key(folder_contents(path), 16)
     try:
         from transformers import AutoConfig  # here: keeps transformers out of the light modules' import
 
@@ -307,5 +313,5 @@ def parameter_groups(model: Any, learning_rate: float, weight_decay: float, *,
 
 
 __all__ = ["ENCODER_RULE", "EncoderParts", "NO_DECAY", "decays", "encoder_not_found", "environment_versions",
-           "find_encoder", "layer_depths", "model_revision",
+           "find_encoder", "folder_contents", "layer_depths", "model_revision",
            "load_mlm", "load_tokenizer", "mlm_head", "parameter_groups", "resolve_model", "study_model_layers"]

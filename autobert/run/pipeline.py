@@ -32,15 +32,13 @@ from autobert.config.schema import StudyConfig
 from autobert.permissions import follow_umask
 from autobert.run.data import TaskData
 from autobert.run.device import free_accelerator_memory, is_out_of_memory, resolve_precision, trainer_arguments
-from autobert.errors import PluginError, TrialFailed
-from autobert.run.plugin_manager import PluginManager
+from autobert.errors import AutobertError, PluginError, TrialFailed
+from autobert.run.plugin_manager import PluginManager, get_plugin_manager
 from autobert.config.settings import declared_settings, resolve_settings
 from autobert.run.models import load_tokenizer, resolve_model
 from autobert.config.space import SearchSpace
 from autobert.store import record
 from autobert.trial_run import TrialRun
-from autobert.run.plugin_manager import get_plugin_manager
-from autobert.errors import AutobertError
 
 __all__ = ["run_pipeline", "run_seeds", "run_subtrial"]
 

@@ -321,9 +321,13 @@ class Planner:
         run = self.finalist_run_seconds()
         share = self.deadline - self.main_deadline
         if run is not None and run > share:
-            self.main_deadline, self.main_budget = self.deadline, self.timeout
             self.returned_share = (f"the finalists' share ({share:.0f}s) cannot hold one run ({run:.0f}s "
                                    "predicted): it goes back to the search")
+            self.give_share_to_search()
+
+    def give_share_to_search(self) -> None:
+        """The search phase runs to the budget's end: the finalists' share is the search's."""
+        self.main_deadline, self.main_budget = self.deadline, self.timeout
 
     def __call__(self, opened: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if is_finalist(trial):

@@ -97,7 +97,8 @@ def prepare_recipe(path: str | os.PathLike, *, allow_data_change: bool = False,
             raise ConfigError(str(path), with_lines(problems + exc.problems, text)) from None
         if problems:
             raise ConfigError(str(path), with_lines(problems, text))
-        return PreparedRecipe(frozen, plugin_manager_for(frozen), data, notes=(
+        # Its provenance names exactly this manager's techniques: no second manager to build.
+        return PreparedRecipe(frozen, pm, data, notes=(
             "a hand-written recipe (no provenance): nothing to check it against; the output's autobert.yaml "
             "records what it ran with",))
     frozen = recipe

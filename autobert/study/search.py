@@ -13,7 +13,6 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from autobert.version import __version__
 from autobert.config.schema import FrozenConfig, StudyConfig, relocate, write_atomic
 from autobert.run.data import TaskData
 from autobert.run.device import free_accelerator_memory, is_out_of_memory
@@ -22,7 +21,6 @@ from autobert.run import clock
 from autobert.strategy import warm_start
 from autobert.run.pipeline import Progress, TrialResult, batch_parameters, draw_params, run_seeds
 from autobert.run.aggregate import mean_std
-from autobert.run.models import environment_versions, model_revision, resolve_model
 from autobert.strategy.planner import Planner, finalists, winner
 from autobert.run.plugin_manager import PluginManager, get_plugin_manager
 from autobert.config.settings import declared_settings, relocated_settings
@@ -30,7 +28,7 @@ from autobert.store import record
 from autobert.store.record import StudyRecord, TrialRecord
 from autobert.store.storage import (SQLiteWorkerLock, make_storage, recover_dead_trials, shown, storage_kind,
                                     storage_problem)
-from autobert.study.validation import changed_space, recipe_hashes, stored_definitions
+from autobert.study.validation import changed_space, provenance_of, stored_definitions
 from autobert.strategy.pruners import ScheduleFractionPruner
 
 
@@ -374,8 +372,7 @@ def _timed_search(opened: optuna.Study, objective: Callable, planner: Planner, c
          + (f" ({planner.returned_share})" if planner.returned_share else ""))
     if planner.next_finalist_run() is None and planner.stop_reason and "trial(s) run" not in planner.stop_reason:
         # Fewer than two recipes to compare: the finalists' share goes to the search instead.
-        planner.main_deadline = planner.deadline
-        planner.main_budget = planner.timeout
+        planner.give_share_to_search()
         planner.stop_reason = None
         opened.optimize(objective, catch=(TrialFailed,), callbacks=[*callbacks, planner])
     discard_queued(opened, "not started: the search phase ended first")
@@ -463,24 +460,12 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
     raw["techniques"] = techniques
     # What `precision: auto` resolved to where the trial ran (autobert.run.pipeline.run_seeds records it);
     # a trial without it ran before autobert had precisions, in fp32.
-    raw["precision"] = TrialRecord.from_trial(trial).precision or "fp32"
-    raw["provenance"] = {
-        "study": study.name,
-        "trial": trial.number,
-        "value": trial.value,
-        "metric": study.metric,
-        "autobert_version": __version__,
-        "plugins": {name: t.source for name, t in sorted(pm.techniques.items())},
-        "data_fingerprint": dict(sorted(data.fingerprints.items())),
-        "params": dict(sorted(trial.params.items())),
-        "versions": environment_versions(),
-    }
-    revision = model_revision(resolve_model(study))
-    if revision:
-        raw["provenance"]["model_revision"] = revision
-    exported = FrozenConfig.model_validate({**raw, "base_dir": Path(where).resolve()})
-    raw["provenance"]["recipe"] = recipe_hashes(exported, pm, trial.params)
-    seed_values = TrialRecord.from_trial(trial).seed_values or {}
+    stored = TrialRecord.from_trial(trial)
+    raw["precision"] = stored.precision or "fp32"
+    # Hashed as it replays: the study's keys, with the precision `auto` resolved to (paths are not hashed).
+    raw["provenance"] = provenance_of(study.model_copy(update={"precision": raw["precision"]}), pm, data,
+                                      trial.params, trial=trial.number, value=trial.value)
+    seed_values = stored.seed_values or {}
     if len(seed_values) > 1:
         raw["provenance"]["seed_values"] = dict(seed_values)
     if finalist_rows:

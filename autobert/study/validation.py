@@ -10,9 +10,8 @@ these read it.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 import difflib
+from dataclasses import dataclass, replace
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -95,8 +94,7 @@ def validate_study(study: StudyConfig, pm: PluginManager) -> TaskData:
         warnings.extend(warned)
     if problems:
         raise ConfigError("study file", problems)
-    return dataclasses.replace(data, warnings=data.warnings + tuple(warnings)) if warnings else data
-
+    return replace(data, warnings=data.warnings + tuple(warnings)) if warnings else data
 
 
 def model_problems(study: StudyConfig) -> tuple[list[str], str | None, Any]:
@@ -429,6 +427,23 @@ def recipe_hashes(config: StudyConfig, pm: PluginManager, params: Mapping[str, A
     return {key: "sha256:" + cache_key(value, 8) for key, value in described.items()}  # never read as a number
 
 
+def provenance_of(config: StudyConfig, pm: PluginManager, data: TaskData, params: Mapping[str, Any], *,
+                  trial: int, value: float | None, **extra: Any) -> dict[str, Any]:
+    """The ``provenance`` a recipe is written with (an export, or a hand-written recipe's first replay): where it
+    came from, what it ran with here (techniques, versions, the model's revision, the data's fingerprints), its
+    parameters and :func:`recipe_hashes` of ``config``, the config as it will replay."""
+    found = {
+        "study": config.name, "trial": trial, "value": value, "metric": config.metric, "autobert_version": __version__,
+        "plugins": {name: t.source for name, t in sorted(pm.techniques.items())},
+        "data_fingerprint": dict(sorted(data.fingerprints.items())), "params": dict(sorted(params.items())),
+        "versions": environment_versions(), "recipe": recipe_hashes(config, pm, params), **extra,
+    }
+    revision = model_revision(resolve_model(config))
+    if revision:
+        found["model_revision"] = revision
+    return found
+
+
 def rehashed(frozen: FrozenConfig, pm: PluginManager) -> FrozenConfig:
     """``frozen`` with its ``provenance.recipe`` hashes recomputed: for a recipe autobert itself derived from an
     exported one (the ablation's arms and recommended recipe), which is no hand edit."""
@@ -515,13 +530,5 @@ def fixed_recipe(study: StudyConfig, pm: PluginManager, data: TaskData) -> Froze
     params = {name: (spec.choices[0] if spec.kind == "categorical" else spec.low) for name, spec in sorted(space.items())}
     raw = study.model_dump(mode="json", exclude_none=True)
     raw.pop("base_dir", None)
-    raw["provenance"] = {
-        "study": study.name, "trial": 0, "value": None, "metric": study.metric, "autobert_version": __version__,
-        "plugins": {name: t.source for name, t in sorted(pm.techniques.items())},
-        "data_fingerprint": dict(sorted(data.fingerprints.items())), "params": params,
-        "versions": environment_versions(), "hand_written": True, "recipe": recipe_hashes(study, pm, params),
-    }
-    revision = model_revision(resolve_model(study))
-    if revision:
-        raw["provenance"]["model_revision"] = revision
+    raw["provenance"] = provenance_of(study, pm, data, params, trial=0, value=None, hand_written=True)
     return FrozenConfig.model_validate({**raw, "base_dir": study.base_dir})
