@@ -37,13 +37,24 @@ def test_an_atomic_write_has_the_mode_the_umask_gives_a_new_file(tmp_path, umask
     assert _mode(tmp_path / "best.yaml") == _mode(tmp_path / "plain.txt") == shown
 
 
-def test_best_yaml_the_report_metrics_json_and_the_model_card_are_readable_by_others_under_umask_022(tmp_path, umask):
-    umask(0o022)
-    path = write_study(tmp_path, name="modes", n_train=48, n_validation=16, only=["finetune"],
-                       techniques={"finetune": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 16}})
-    assert main(["search", str(path), "--n-trials", "2"]) == 0
-    assert main(["report", str(path)]) == 0
-    assert main(["train", str(tmp_path / "modes" / "best.yaml"), "--output", str(tmp_path / "model")]) == 0
+@pytest.fixture(scope="module")
+def searched_and_trained(tmp_path_factory) -> Path:
+    """A search, its report and a trained model, all written under umask 022 (once for this module's tests)."""
+    tmp_path = tmp_path_factory.mktemp("modes")
+    old = os.umask(0o022)
+    try:
+        path = write_study(tmp_path, name="modes", n_train=48, n_validation=16, only=["finetune"],
+                           techniques={"finetune": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 16}})
+        assert main(["search", str(path), "--n-trials", "2"]) == 0
+        assert main(["report", str(path)]) == 0
+        assert main(["train", str(tmp_path / "modes" / "best.yaml"), "--output", str(tmp_path / "model")]) == 0
+    finally:
+        os.umask(old)
+    return tmp_path
+
+
+def test_best_yaml_the_report_metrics_json_and_the_model_card_are_readable_by_others_under_umask_022(searched_and_trained):
+    tmp_path = searched_and_trained
     written = [tmp_path / "modes" / "best.yaml", tmp_path / "modes" / "report" / "report.html",
                tmp_path / "model" / "metrics.json", tmp_path / "model" / "autobert.yaml", tmp_path / "model" / "README.md"]
     assert {str(p.relative_to(tmp_path)): _mode(p) for p in written} == {
@@ -58,15 +69,10 @@ def _not_readable_by_others(root: Path) -> list[str]:
                   and not (p.stat().st_mode & stat.S_IROTH and (p.is_file() or p.stat().st_mode & stat.S_IXOTH)))
 
 
-def test_every_file_of_a_trained_model_folder_and_the_searched_study_is_readable_by_others_under_umask_022(tmp_path, umask):
+def test_every_file_of_a_trained_model_folder_and_the_searched_study_is_readable_by_others_under_umask_022(searched_and_trained):
     # safetensors writes the weights through a temporary file (0600) and the stage cache stages in mkdtemp (0700):
     # a serving process running as another user could not read model.safetensors before.
-    umask(0o022)
-    path = write_study(tmp_path, name="modes", n_train=48, n_validation=16, only=["finetune"],
-                       techniques={"finetune": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 16}})
-    assert main(["search", str(path), "--n-trials", "1"]) == 0
-    assert main(["report", str(path)]) == 0
-    assert main(["train", str(tmp_path / "modes" / "best.yaml"), "--output", str(tmp_path / "model")]) == 0
+    tmp_path = searched_and_trained
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert _not_readable_by_others(tmp_path / "model") == []
     assert _not_readable_by_others(tmp_path / "modes") == []
