@@ -11,12 +11,12 @@ import argparse
 import os
 import sys
 
-from autobert.commands import ablate, best, cache, plugins, portfolio, report, search, train, validate
+from autobert.commands import ablate, best, cache, plugins, portfolio, predict, report, search, train, validate
 from autobert.commands.console import err_console, print_error
 from autobert.errors import AutobertError
 
 #: The commands, in the order ``autobert --help`` lists them.
-COMMANDS = (search, train, ablate, best, report, validate, plugins, cache, portfolio)
+COMMANDS = (search, train, predict, ablate, best, report, validate, plugins, cache, portfolio)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     # The engine is imported when the command runs, not when `autobert` builds its parser: it imports torch and
     # optuna, which `autobert --help` and the light commands (plugins, cache) do without.
+    from autobert.store.record import StudyRecord
+    from autobert.study.combine import describe
     from autobert.study.display import leaderboard
     from autobert.study.prepare import prepare_study
     from autobert.study.search import export_best, open_study
@@ -28,8 +30,10 @@ def run(args: argparse.Namespace) -> int:
     print_warnings(prepared.warnings)
     study = prepared.study
     opened = open_study(study, args.storage)
+    path = export_best(study, opened, prepared.pm, prepared.data, args.export)  # builds a missing combination first
     console.print(leaderboard(opened, study.metric, args.top))
-    path = export_best(study, opened, prepared.pm, prepared.data, args.export)
+    if study.combine.kind != "none":
+        console.print(describe(StudyRecord.from_study(opened).combination, study.metric))
     console.print(f"best recipe written to [bold]{path}[/]")
     return 0
 

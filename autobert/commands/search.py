@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     # optuna, which `autobert --help` and the light commands (plugins, cache) do without.
     from autobert.store.storage import shown
     from autobert.strategy.planner import trial_summary
+    from autobert.store.record import StudyRecord
+    from autobert.study.combine import describe
     from autobert.study.display import SearchProgress, leaderboard
     from autobert.study.prepare import prepare_study
     from autobert.study.search import export_best, init_study, run_search
@@ -83,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         err_console.print("[red]no trial completed[/], so there is no recipe to export; see the reasons above")
         return 1
     path = export_best(study, opened, pm, data, args.export)
+    if study.combine.kind != "none":
+        console.print(describe(StudyRecord.from_study(opened).combination, study.metric))
     console.print(f"best recipe written to [bold]{path}[/]; reproduce it with `autobert train {path} --output DIR`")
     return 0
 

@@ -91,6 +91,33 @@ class FinalistsConfig(_Model):
     top: int = Field(default=3, ge=2)
 
 
+class CombineConfig(_Model):
+    """The final step: the models the search and the finalists trained, combined into one (autobert.study.combine).
+
+    ``kind``: ``auto`` picks the best of the others on validation, and a
+    combination only where it beats the best single recipe by more than the
+    seed noise on the half of the validation rows it was not chosen on;
+    ``ensemble`` is Caruana ensemble selection over the runs' stored
+    validation probabilities; ``soup`` averages the weights of runs that
+    share an architecture (uniform, or greedy in Wortsman et al.'s order);
+    ``none`` keeps the single best recipe.
+    """
+
+    kind: Literal["auto", "soup", "ensemble", "none"] = "auto"
+    #: The most distinct runs (recipe and seed) a combination may hold: `autobert train` trains each one.
+    members: int = Field(default=5, ge=2)
+    #: How many runs keep their weights (for soups): the finalists' runs and the best search trials' runs.
+    #: 0 keeps none (no soups); default: ``members``.
+    keep_weights: int | None = Field(default=None, ge=0)
+    #: Where the runs' predictions and weights are stored (Optuna's artifact store): default
+    #: ``<study dir>/artifacts``. Workers on several machines need a folder they all reach.
+    artifact_dir: str | None = None
+
+    @property
+    def weights_kept(self) -> int:
+        return self.members if self.keep_weights is None else self.keep_weights
+
+
 class HeartbeatConfig(_Model):
     """How workers notice a dead worker's trial (PostgreSQL and journal storages).
 
@@ -145,6 +172,9 @@ class Provenance(_Model):
     # folder, or the hub's commit).
     versions: dict[str, str] | None = None
     model_revision: str | None = None
+    # The combination the search chose (autobert.study.combine): {kind, variant, members: [{trial, seed, weight,
+    # params, value}], value (validation), single_value, gain, noise, reason}; `autobert train` trains every member.
+    combination: dict[str, Any] | None = None
     # A hand-written recipe (no provenance in its file): what `autobert train` recorded when it first replayed it.
     hand_written: bool | None = None
     # A short hash of every key that changes what trains, so replay names the one edited since the export
@@ -173,6 +203,7 @@ class StudyConfig(_Model):
     evaluations_per_epoch: int = Field(default=1, ge=1)
     budget: BudgetConfig = BudgetConfig()
     finalists: FinalistsConfig = FinalistsConfig()
+    combine: CombineConfig = CombineConfig()
     # The first trials: `builtin` (the portfolio shipped with autobert), `none`, a portfolio file, or
     # {studies: [{storage, name}], top: K} (earlier studies' best recipes); see autobert.strategy.warm_start.
     warm_start: Literal["builtin", "none"] | str | WarmStartStudies = "builtin"
@@ -228,6 +259,13 @@ class StudyConfig(_Model):
     @classmethod
     def _finalists_off(cls, v: Any) -> Any:
         return {"share": 0} if v is None or v is False or v == "none" else v
+
+    @field_validator("combine", mode="before")
+    @classmethod
+    def _combine_shorthand(cls, v: Any) -> Any:
+        if v is None or v is False:
+            return {"kind": "none"}
+        return {"kind": v} if isinstance(v, str) else v
 
     @field_validator("warm_start", mode="before")
     @classmethod
@@ -295,6 +333,13 @@ class StudyConfig(_Model):
         if self.cache_dir:
             return self.resolve_path(self.cache_dir)
         return self.study_dir / "cache"
+
+    @property
+    def artifact_path(self) -> Path:
+        """Where the runs' stored predictions and weights live: ``combine.artifact_dir``, or ``<study dir>/artifacts``."""
+        if self.combine.artifact_dir:
+            return self.resolve_path(self.combine.artifact_dir)
+        return self.study_dir / "artifacts"
 
     @property
     def storage_url(self) -> str:
@@ -568,6 +613,8 @@ def relocate(config: StudyConfig, new_dir: Path) -> dict[str, Any]:
         data["output_dir"] = move(data["output_dir"])
     if data.get("cache_dir"):
         data["cache_dir"] = move(data["cache_dir"])
+    if data.get("combine", {}).get("artifact_dir"):
+        data["combine"]["artifact_dir"] = move(data["combine"]["artifact_dir"])
     if isinstance(data.get("warm_start"), str) and data["warm_start"] not in ("builtin", "none"):
         data["warm_start"] = move(data["warm_start"])
     return data

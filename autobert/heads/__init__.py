@@ -10,6 +10,9 @@ to the weights, so an exported model loads with plain transformers
   classifier; built by the ``pooling`` technique.
 - :class:`AutobertKnowledgeForSequenceClassification`: the pooled head with an
   external vector per text fused in; built by the ``knowledge`` technique.
+- :class:`AutobertEnsembleForSequenceClassification`: several trained
+  classifiers as one, their probabilities averaged with weights; built by
+  :func:`build_ensemble` when the search chose an ensemble.
 
 Imported on demand (they import torch and transformers)::
 
@@ -18,8 +21,9 @@ Imported on demand (they import torch and transformers)::
 
 from __future__ import annotations
 
-__all__ = ["AutobertKnowledgeForSequenceClassification", "AutobertPooledConfig",
-           "AutobertPooledForSequenceClassification"]
+__all__ = ["AutobertEnsembleConfig", "AutobertEnsembleForSequenceClassification",
+           "AutobertKnowledgeForSequenceClassification", "AutobertPooledConfig",
+           "AutobertPooledForSequenceClassification", "build_ensemble"]
 
 
 def __getattr__(name: str):
@@ -31,4 +35,8 @@ def __getattr__(name: str):
         from autobert.heads import _knowledge_model  # on first use, as above
 
         return getattr(_knowledge_model, name)
+    if name in ("AutobertEnsembleConfig", "AutobertEnsembleForSequenceClassification", "build_ensemble"):
+        from autobert.heads import _ensemble_model  # on first use, as above
+
+        return getattr(_ensemble_model, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

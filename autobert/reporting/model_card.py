@@ -69,6 +69,29 @@ def _versions(frozen: FrozenConfig) -> dict[str, str]:
     return versions
 
 
+def _combination_lines(metrics: dict[str, Any]) -> list[str]:
+    """The model card's section on a soup or an ensemble: its members, cost and size."""
+    kind, members = metrics["kind"], metrics.get("members") or []
+    what = ("one model whose weights are the average of its members' (a model soup, Wortsman et al. 2022): it costs "
+            "what one model costs to run" if kind == "soup" else
+            "an ensemble: the model runs every member and averages their class probabilities with the weights below "
+            "(Caruana ensemble selection on the validation split)")
+    lines = ["", "## Combination", "", f"This is {what}. {len(members)} members, each the recipe of a search trial "
+             "trained on a seed:", "", "| trial | seed | weight | validation |", "|---|---|---|---|"]
+    metric = metrics.get("metric")
+    for member in members:
+        value = (member.get("validation") or {}).get(metric)
+        lines.append(f"| {member['trial']} | {member['seed']} | {member['weight']:.3f} | "
+                     + (f"{value:.4f} |" if value is not None else " |"))
+    facts = [f"training time {metrics.get('seconds', 0):.0f} s (every member)"]
+    if metrics.get("inference_ms_per_1000") is not None:
+        facts.append(f"inference {metrics['inference_ms_per_1000']:.0f} ms per 1,000 sentences on the machine that "
+                     "trained it")
+    if metrics.get("size_bytes") is not None:
+        facts.append(f"{metrics['size_bytes'] / 1e6:.1f} MB on disk")
+    return lines + ["", "; ".join(facts).capitalize() + "."]
+
+
 def render(folder: Path, frozen: FrozenConfig, metrics: dict[str, Any]) -> str:
     """The model card's text for the model saved in ``folder`` (``metrics`` is what metrics.json holds)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -121,6 +144,8 @@ def render(folder: Path, frozen: FrozenConfig, metrics: dict[str, Any]) -> str:
         per_seed = ", ".join(f"seed {s}: {format_value(v, digits=6)}" for s, v in metrics["seed_values"].items())
         aggregate = format_value(metrics.get("value"), digits=6)
         lines += ["", f"Validation {metric} per seed: {per_seed} ({frozen.aggregate}: {aggregate})."]
+    if metrics.get("kind") in ("soup", "ensemble"):
+        lines += _combination_lines(metrics)
     lines += ["", "## Recipe", "", "One technique per line, as `autobert train` replays it "
               f"(precision {frozen.precision}, max_length {frozen.max_length}, seeds {', '.join(map(str, seeds))}):", ""]
     by_technique: dict[str, list[str]] = {}

@@ -63,6 +63,10 @@ class TrialResult:
     steps: int
     # Set when the batch was halved to fit in memory (see BatchFit.record).
     batch_fit: dict[str, int] | None = None
+    # The last evaluation's class probabilities (validation rows x classes), and the test split's when scored:
+    # what the combination step (autobert.study.combine) ensembles. None where the model's output has no logits.
+    probabilities: np.ndarray | None = None
+    test_probabilities: np.ndarray | None = None
 
 
 class _Collator:
@@ -83,8 +87,9 @@ class _Collator:
 class _AutobertTrainer(Trainer):
     """The transformers Trainer with the optimizer and the loss asked of the hooks."""
 
-    def __init__(self, *a, pm: PluginManager, run: TrialRun, **kw):
+    def __init__(self, *a, pm: PluginManager, run: TrialRun, last: dict[str, Any] | None = None, **kw):
         super().__init__(*a, **kw)
+        self.last = {} if last is None else last
         if self.label_smoother is not None:
             raise PluginError(
                 "TrainingArguments.label_smoothing_factor has no effect here: autobert computes the loss "
@@ -98,6 +103,18 @@ class _AutobertTrainer(Trainer):
         # gradient accumulation (the out-of-memory fallback) would multiply the gradients instead of averaging.
         self.model_accepts_loss_kwargs = False
         self._model_keys = set(inspect.signature(self.model.forward).parameters) | {"labels"}
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Shortest rows first (the least padding), and the order kept, so that the evaluation's predictions are put
+        back in the split's row order (see _metrics_fn): the Trainer's own length grouping for evaluation shuffles
+        them, and a run's stored probabilities must line up with the rows."""
+        sampler = super()._get_eval_sampler(eval_dataset)
+        if sampler is None or "input_ids" not in getattr(eval_dataset, "column_names", ()):
+            self.last.pop("order", None)
+            return sampler
+        order = np.argsort([len(ids) for ids in eval_dataset["input_ids"]], kind="stable")
+        self.last["order"] = order
+        return order.tolist()
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -179,15 +196,36 @@ def _tokenize(datasets: dict[str, Any], pm: PluginManager, run: TrialRun) -> dic
     }
 
 
-def _metrics_fn(pm: PluginManager):
+def metric_functions(pm: PluginManager) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+    """``{name: fn(logits, labels)}``: every metric the techniques register (``autobert_metrics``)."""
     registry: dict[str, Any] = {}
     for found in pm.hook.autobert_metrics():
         registry.update(found or {})
+    return registry
+
+
+def probabilities_of(logits: Any) -> np.ndarray | None:
+    """The softmax of a (rows x classes) logits array, in float64; None for any other shape."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        return None
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _metrics_fn(pm: PluginManager, last: dict[str, Any] | None = None):
+    registry = metric_functions(pm)
 
     def compute(prediction) -> dict[str, float]:
         logits = prediction.predictions
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        return {name: fn(np.asarray(logits), np.asarray(prediction.label_ids)) for name, fn in registry.items()}
+        logits, labels = np.asarray(logits[0] if isinstance(logits, tuple) else logits), np.asarray(prediction.label_ids)
+        order = (last or {}).get("order")
+        if order is not None and len(order) == len(logits):  # back in the split's row order (_get_eval_sampler)
+            logits, labels = logits[np.argsort(order)], labels[np.argsort(order)]
+        if last is not None:
+            last["logits"] = logits  # the latest evaluation's: the run keeps its probabilities
+        return {name: fn(logits, labels) for name, fn in registry.items()}
 
     return compute
 
@@ -220,6 +258,7 @@ def run_pipeline(
     evaluate_test: bool = False,
     progress: Progress | None = None,
     settings: dict[str, Any] | None = None,
+    keep_model: Callable[[float], Path | None] | None = None,
 ) -> TrialResult:
     """Run one recipe once: the trial's parameters are drawn (or replayed) here.
 
@@ -234,6 +273,9 @@ def run_pipeline(
         progress: Receives step and evaluation updates.
         settings: The techniques' settings (default: the study's, see
             ``autobert_settings``); a sub-trial passes its parent's.
+        keep_model: Asked with the run's validation value once it is
+            trained: a folder to save the model into as well (the search keeps
+            the best runs' weights for soups), or None.
 
     Raises:
         optuna.TrialPruned: the pruner stopped the trial.
@@ -257,6 +299,7 @@ def run_pipeline(
         hooks=pm.hook, precision=precision, techniques=tuple(pm.techniques), plugin_manager=pm,
         space=dict(space.specs), precision_arguments=trainer_arguments(precision),
     )
+    last: dict[str, Any] = {}
     try:
         _set_seed(run.seed)
         datasets = {split: ds for split, ds in data.splits.items()}
@@ -285,8 +328,8 @@ def run_pipeline(
                 callbacks.extend(found or [])
             trainer = _AutobertTrainer(
                 model=model, args=training_args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
-                data_collator=_Collator(run.tokenizer), compute_metrics=_metrics_fn(pm), callbacks=callbacks,
-                pm=pm, run=run,
+                data_collator=_Collator(run.tokenizer), compute_metrics=_metrics_fn(pm, last), callbacks=callbacks,
+                pm=pm, run=run, last=last,
             )
             # autobert shows its own progress; the trainer's printer would repeat it.
             trainer.remove_callback(PrinterCallback)
@@ -304,20 +347,26 @@ def run_pipeline(
             trainer.evaluate()
         metrics = _last_evaluation(trainer.state.log_history)
         value = reporter.history[-1][1]
-        test_metrics = None
+        probabilities = probabilities_of(last["logits"]) if "logits" in last else None
+        test_metrics = test_probabilities = None
         if evaluate_test and "test" in encoded:
             test_metrics = {
                 k.removeprefix("test_"): v
                 for k, v in trainer.predict(encoded["test"], metric_key_prefix="test").metrics.items()
                 if k.removeprefix("test_") in metric_names(pm)
             }
+            test_probabilities = probabilities_of(last["logits"])
         if save_to is not None:
             save_model(trainer, run.tokenizer, Path(save_to))
+        kept = keep_model(value) if keep_model is not None and math.isfinite(value) else None
+        if kept is not None:
+            save_model(trainer, run.tokenizer, Path(kept))
         if not math.isfinite(value):
             raise TrialFailed(f"the validation {study.metric} is {value}")
         return TrialResult(
             value=value, metrics=metrics, test_metrics=test_metrics, params=dict(run.params),
             seconds=time.perf_counter() - start, steps=trainer.state.global_step, batch_fit=fit.record(),
+            probabilities=probabilities, test_probabilities=test_probabilities,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -523,6 +572,8 @@ def run_seeds(
     evaluate_test: bool = False,
     progress: Progress | None = None,
     after_seed: Callable[[int, int, list[TrialResult]], None] | None = None,
+    keep_model: Callable[[int, float], Path | None] | None = None,
+    after_run: Callable[[int, TrialResult], None] | None = None,
 ) -> SeedsResult:
     """Run one recipe once per seed (default: the study's seeds) and aggregate.
 
@@ -532,23 +583,32 @@ def run_seeds(
     ``FixedTrial`` (which reports nothing): the trial's steps are then the seeds,
     and ``after_seed(index, seed, results_so_far)`` is where a caller reports
     them (and may raise ``optuna.TrialPruned``). Only the first seed's model is
-    saved to ``save_to``.
+    saved to ``save_to``. ``keep_model(seed, value)`` may give a folder for any
+    seed's model (see :func:`run_pipeline`); ``after_run(seed, result)`` is
+    called once each seed has trained, before ``after_seed``.
     """
 
     seeds = list(seeds or study.run_seeds)
     results: list[TrialResult] = []
     # What `auto` became here; the frozen config records it, so a replay trains in the same precision.
     record.store(trial, precision=resolve_precision(study.precision))
+    def keep_for(seed: int) -> Callable[[float], Path | None] | None:
+        return None if keep_model is None else (lambda value: keep_model(seed, value))
+
     if len(seeds) == 1:
         results.append(run_pipeline(study, trial, pm, data, seed=seeds[0], save_to=save_to,
-                                    evaluate_test=evaluate_test, progress=progress))
+                                    evaluate_test=evaluate_test, progress=progress, keep_model=keep_for(seeds[0])))
+        if after_run is not None:
+            after_run(seeds[0], results[-1])
     else:
         params = draw_params(study, trial, pm)
         number = getattr(trial, "number", 0)
         for index, seed in enumerate(seeds):
             replay = optuna.trial.FixedTrial(params, number=number)
             results.append(run_pipeline(study, replay, pm, data, seed=seed, save_to=save_to if index == 0 else None,
-                                        evaluate_test=evaluate_test, progress=progress))
+                                        evaluate_test=evaluate_test, progress=progress, keep_model=keep_for(seed)))
+            if after_run is not None:
+                after_run(seed, results[-1])
             if after_seed is not None:
                 after_seed(index, seed, results)
     fits = {str(s): r.batch_fit for s, r in zip(seeds, results) if r.batch_fit}

@@ -84,6 +84,12 @@ class TrialRecord:
     seed_values: dict[str, float] | None = None
     #: Each validation metric's mean over the seeds.
     metrics: dict[str, float] | None = None
+    #: ``{"seed": {"artifact", "fingerprint", "rows", "classes"}}``: each run's validation probabilities, stored in
+    #: the study's artifact store (autobert.store.artifacts); rows in the order of the data fingerprint's split.
+    predictions: dict[str, dict[str, Any]] | None = None
+    #: ``{"seed": artifact id}``: the runs whose trained weights are kept (for soups); an id removed when the run
+    #: fell out of the kept ones is left out.
+    weights: dict[str, str] | None = None
     #: ``{"seed": batch fit}`` where training ran out of memory and halved its batch.
     out_of_memory: dict[str, Any] | None = None
 
@@ -253,6 +259,8 @@ class StudyRecord:
     task: str | None = None
     #: ... and the task's rows per split.
     rows: dict[str, int] | None = None
+    #: The combination chosen at the end of the search (autobert.study.combine): kind, members, weights, values.
+    combination: dict[str, Any] | None = None
 
     @classmethod
     def from_study(cls, study: Any) -> "StudyRecord":

@@ -104,6 +104,22 @@ def _recipe(params: dict[str, Any]) -> str:
     return "\n".join(f"[bold]{t}[/]: {', '.join(items)}" for t, items in sorted(by_technique.items()))
 
 
+def _combination_row(combination: dict[str, Any], columns: int) -> list[str]:
+    """The leaderboard's last line: the combination of runs the search chose (or why it kept the single recipe)."""
+    members = combination.get("members") or []
+    if combination["kind"] == "none":
+        what = f"[bold]combination: none[/] ({combination['reason']})"
+        value = f"{combination['single']['value']:.4f}"
+    else:
+        runs = ", ".join(f"{m['trial']}/seed {m['seed']}" + (f" x{m['weight']:.2f}" if combination["kind"] == "ensemble"
+                                                              else "") for m in members)
+        what = f"[bold]combined: {combination['kind']} ({combination['variant']})[/] of {len(members)} runs: {runs}\n" \
+               f"[dim]{combination['reason']}[/]"
+        value = f"{combination['value']:.4f}"
+    cells = ["★", combination["kind"], value] + [""] * (columns - 4) + [what]
+    return cells
+
+
 def seed_values(trial: optuna.trial.FrozenTrial) -> list[float]:
     """The trial's per-seed values, in the order its seeds ran (empty if none are stored)."""
     return [float(v) for v in (TrialRecord.from_trial(trial).seed_values or {}).values()]
@@ -174,6 +190,10 @@ def leaderboard(study: optuna.Study, metric: str, top: int = 10) -> Table:
             f"{predicted:.0f}s" if predicted is not None else "",
             _recipe({n: t.params[n] for n in names if n in t.params}),
         )
+    combination = StudyRecord.from_study(study).combination
+    if combination:
+        table.add_section()
+        table.add_row(*_combination_row(combination, len(table.columns)))
     if len(finalist_rows) >= 2:
         table.caption += (f"\nwinner: trial {next(iter(finalist_rows))}, the best mean over fresh seeds of the "
                           f"{len(finalist_rows)} finalists (re-runs on seeds the search did not use)")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -21,14 +23,16 @@ from autobert.run import clock
 from autobert.strategy import warm_start
 from autobert.run.pipeline import Progress, TrialResult, batch_parameters, draw_params, run_seeds
 from autobert.run.aggregate import mean_std
-from autobert.strategy.planner import Planner, finalists, winner
+from autobert.strategy.planner import Planner, finalists, is_finalist, search_trials, winner
 from autobert.run.plugin_manager import PluginManager, get_plugin_manager
 from autobert.config.settings import declared_settings, relocated_settings
-from autobert.store import record
+from autobert.store import artifacts, record
 from autobert.store.record import StudyRecord, TrialRecord
 from autobert.store.storage import (SQLiteWorkerLock, make_storage, recover_dead_trials, shown, storage_kind,
                                     storage_problem)
-from autobert.study.validation import changed_space, provenance_of, stored_definitions
+from autobert.study.combine import combination_for, describe
+from autobert.stage_cache import cache_key
+from autobert.study.validation import changed_space, combination_contract, provenance_of, stored_definitions
 from autobert.strategy.pruners import ScheduleFractionPruner
 
 
@@ -208,6 +212,7 @@ def make_objective(
             )
 
     def objective(trial: optuna.Trial) -> float:
+        live = trial  # Optuna's own trial: the artifact store names its files on it
         if stored:
             trial = _StoredSpaceTrial(trial, stored)
         record.store(trial, worker=worker_name())
@@ -248,11 +253,14 @@ def make_objective(
             record.store(trial, fail_reason="interrupted (Ctrl-C)")
             raise
         start = time.perf_counter()
+        keeper = _Keeper(study, data, live, finalist_seed is not None) if study.combine.kind != "none" else None
+        result = None
         try:
             with clock.running(planner.clock(prediction, finalist_seed is not None) if planner else clock.Clock()):
                 result = run_seeds(
                     study, trial, pm, data, seeds=run_seeds_, progress=progress,
                     after_seed=lambda index, seed, results: after_seed(trial, index, seed, results),
+                    keep_model=keeper.keep_model if keeper else None, after_run=keeper.after_run if keeper else None,
                 )
         except clock.TrialStopped as exc:
             record.store(trial, stopped_reason=str(exc), pruned_reason=str(exc))
@@ -277,11 +285,77 @@ def make_objective(
             raise TrialFailed(reason) from exc
         finally:
             record.store(trial, seconds=round(time.perf_counter() - start, 3))
+            if keeper is not None and result is None:
+                keeper.close()  # it did not finish: nothing of it is kept but the probabilities of runs that did
         record.store(trial, seed_values=result.seed_values, metrics=_mean_metrics([r.metrics for r in result.results]),
                      steps=result.first.steps)
+        if keeper is not None:
+            try:
+                keeper.finish(result.value)
+            finally:
+                keeper.close()
         return result.value
 
     return objective
+
+
+class _Keeper:
+    """What one trial keeps for the combination step (autobert.study.combine): every run's validation
+    probabilities, and the weights of the best runs.
+
+    A finalist run always keeps its weights (the finalists are the best recipes, on fresh seeds); a search run
+    keeps them when its value is among the best ``combine.keep_weights`` completed trials' so far, and a trial that
+    drops out of those then loses its stored weights, so the store holds about ``keep_weights`` search models.
+    """
+
+    def __init__(self, study: StudyConfig, data: TaskData, trial: optuna.Trial, finalist: bool):
+        self.study, self.trial, self.finalist = study, trial, finalist
+        self.fingerprint = data.fingerprints.get("validation")
+        self.store = artifacts.artifact_store(study)
+        self.folder: Path | None = None
+
+    def _ranked(self) -> list[optuna.trial.FrozenTrial]:
+        maximize = self.study.direction == "maximize"
+        done = [t for t in search_trials(self.trial.study) if t.value is not None]
+        return sorted(done, key=lambda t: t.value, reverse=maximize)
+
+    def keep_model(self, seed: int, value: float) -> Path | None:
+        """Every run's model is saved to a temporary folder; :meth:`finish` keeps them once the trial's value is known."""
+        if self.study.combine.weights_kept <= 0:
+            return None
+        self.folder = self.folder or Path(tempfile.mkdtemp(prefix="keep-", dir=self.study.study_dir))
+        return self.folder / f"seed-{seed}"
+
+    def after_run(self, seed: int, result: TrialResult) -> None:
+        if result.probabilities is not None:
+            artifacts.save_probabilities(self.store, self.trial, seed, result.probabilities, self.fingerprint)
+
+    def finish(self, value: float) -> None:
+        """Store the runs' weights when the trial is a finalist run or among the best ``keep_weights`` trials."""
+        if self.folder is None:
+            return
+        if not self.finalist:
+            kept, ranked = self.study.combine.weights_kept, self._ranked()
+            if len(ranked) >= kept:
+                bar = ranked[kept - 1].value
+                if (value <= bar) if self.study.direction == "maximize" else (value >= bar):
+                    return
+        for saved in sorted(self.folder.iterdir()):
+            artifacts.save_weights(self.store, self.trial, int(saved.name.removeprefix("seed-")), saved)
+        if not self.finalist:
+            self._drop_fallen()
+
+    def _drop_fallen(self) -> None:
+        """Remove the weights of search trials no longer among the best ``keep_weights`` (this one counts)."""
+        kept = self.study.combine.weights_kept
+        ranked = self._ranked()
+        for trial in ranked[max(kept - 1, 0):]:  # this trial is not complete yet: it takes one of the places
+            if TrialRecord.from_trial(trial).weights and not is_finalist(trial):
+                artifacts.drop_weights(self.store, trial)
+
+    def close(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class _Unpruned:
@@ -358,6 +432,10 @@ def run_search(
             opened.optimize(objective, n_trials=n_trials, catch=(TrialFailed,), callbacks=list(callbacks))
         else:
             _timed_search(opened, objective, planner, list(callbacks), progress)
+        if study.combine.kind != "none":
+            combination = combination_for(study, pm, data, opened, deadline=planner.deadline,
+                                          say=lambda message: _say(progress, message))
+            _say(progress, describe(combination, study.metric))
     finally:
         if lock is not None:
             lock.release()
@@ -442,8 +520,10 @@ def best_trial(opened: optuna.Study) -> optuna.trial.FrozenTrial:
 
 
 def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: optuna.trial.FrozenTrial, where: Path,
-                  finalist_rows: list[dict[str, Any]] | None = None) -> FrozenConfig:
-    """The study with every parameter fixed to ``trial``'s values, plus provenance (and the finalists, if any ran)."""
+                  finalist_rows: list[dict[str, Any]] | None = None,
+                  combination: dict[str, Any] | None = None) -> FrozenConfig:
+    """The study with every parameter fixed to ``trial``'s values, plus provenance (and the finalists, if any ran,
+    and the combination the search chose, which ``autobert train`` trains instead of the single recipe)."""
     raw = relocate(study, where)
     for key in ("storage", "heartbeat", "output_dir", "provenance"):
         raw.pop(key, None)
@@ -470,13 +550,19 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
         raw["provenance"]["seed_values"] = dict(seed_values)
     if finalist_rows:
         raw["provenance"]["finalists"] = finalist_rows
+    if combination and combination.get("kind") not in (None, "none"):
+        raw["provenance"]["combination"] = {k: combination[k] for k in ("kind", "variant", "members", "value",
+                                                                         "single", "holdout", "reason")}
+        raw["provenance"]["recipe"]["provenance.combination"] = (
+            "sha256:" + cache_key(combination_contract(raw["provenance"]["combination"]), 8))
     return FrozenConfig.model_validate({**raw, "base_dir": Path(where).resolve()})
 
 
 def export_best(study: StudyConfig, opened: optuna.Study, pm: PluginManager, data: TaskData, path: Path | None = None) -> Path:
     """Write the best trial's frozen config atomically (default ``<study dir>/best.yaml``)."""
     path = Path(path) if path else study.study_dir / "best.yaml"
-    frozen = frozen_config(study, pm, data, best_trial(opened), path.parent, finalists(opened))
+    combination = combination_for(study, pm, data, opened)  # the stored one, or built again from the stored runs
+    frozen = frozen_config(study, pm, data, best_trial(opened), path.parent, finalists(opened), combination)
     try:
         write_atomic(path, frozen.to_yaml())
     except OSError as exc:

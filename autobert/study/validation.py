@@ -424,7 +424,17 @@ def recipe_hashes(config: StudyConfig, pm: PluginManager, params: Mapping[str, A
                                if name in declared and not declared[name].path}
     described["provenance.plugins"] = sorted(pm.techniques)
     described["provenance.params"] = dict(sorted(params.items()))
+    combination = getattr(getattr(config, "provenance", None), "combination", None)
+    if combination:
+        described["provenance.combination"] = combination_contract(combination)
     return {key: "sha256:" + cache_key(value, 8) for key, value in described.items()}  # never read as a number
+
+
+def combination_contract(combination: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a combination changes what ``autobert train`` builds: its kind and each member's recipe, seed, weight."""
+    return {"kind": combination.get("kind"),
+            "members": [{"params": dict(sorted((m.get("params") or {}).items())), "seed": m.get("seed"),
+                         "weight": m.get("weight")} for m in combination.get("members") or []]}
 
 
 def provenance_of(config: StudyConfig, pm: PluginManager, data: TaskData, params: Mapping[str, Any], *,

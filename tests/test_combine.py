@@ -1,0 +1,242 @@
+"""The combination step: what the runs store, how soups and ensembles are chosen, and that `autobert train` replays them.
+
+The searches train a tiny BERT on a synthetic task, each recipe on two seeds, so that every recipe has runs to
+soup and ensemble.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import yaml
+
+from autobert.cli import main
+from autobert.config.schema import load_study
+from autobert.store import artifacts
+from autobert.store.record import StudyRecord, TrialRecord
+from autobert.strategy.combine import ensemble_selection, greedy_soup, halves, mix
+from autobert.testing import write_study
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(logits).argmax(axis=1) == labels).mean())
+
+
+def search(root: Path, name: str, **combine) -> Path:
+    """A finished search over the tiny task: 3 recipes on seeds 0 and 1, finetune only; returns the study file."""
+    path = write_study(root, name=name, n_train=400, n_validation=40, only=["finetune"], seeds=[0, 1],
+                       pruner={"name": "none"}, budget={"trials": 3}, combine=combine or {"kind": "auto"},
+                       techniques={"finetune": {"learning_rate": {"low": 1e-3, "high": 5e-3, "log": True}, "epochs": 2,
+                                                "batch_size": 16, "warmup_ratio": 0.0}})
+    assert main(["search", str(path)]) == 0
+    return path
+
+
+def opened(path: Path) -> optuna.Study:
+    study = load_study(path)
+    return optuna.load_study(study_name=study.name, storage=study.storage_url)
+
+
+@pytest.fixture(scope="module")
+def ensemble_study(tmp_path_factory) -> Path:
+    return search(tmp_path_factory.mktemp("combine-ensemble"), "ens", kind="ensemble")
+
+
+@pytest.fixture(scope="module")
+def soup_study(tmp_path_factory) -> Path:
+    return search(tmp_path_factory.mktemp("combine-soup"), "soup", kind="soup")
+
+
+# -- the arithmetic -------------------------------------------------------------------------------------------------
+
+
+def test_ensemble_selection_picks_the_better_member():
+    labels = np.array([0, 1] * 50)
+    right = np.eye(2)[labels] * 0.8 + 0.1              # every row right, confidently
+    wrong = np.eye(2)[1 - labels] * 0.8 + 0.1          # every row wrong
+    weights = ensemble_selection([wrong, right], labels, accuracy, maximize=True)
+    assert weights == [0.0, 1.0]
+
+
+def test_ensemble_selection_mixes_members_that_err_on_different_rows():
+    labels = np.zeros(4, dtype=int)
+    # Each member is sure and wrong on one row, unsure and right on the others: together they get every row right.
+    a = np.array([[0.1, 0.9], [0.6, 0.4], [0.6, 0.4], [0.6, 0.4]])
+    b = np.array([[0.6, 0.4], [0.1, 0.9], [0.6, 0.4], [0.6, 0.4]])
+    c = np.array([[0.99, 0.01], [0.99, 0.01], [0.4, 0.6], [0.4, 0.6]])  # wrong on two rows
+    weights = ensemble_selection([a, b, c], labels, accuracy, maximize=True, max_members=3)
+    assert accuracy(np.log(mix([a, b, c], weights)), labels) == 1.0
+    assert sum(weights) == pytest.approx(1.0)
+    assert accuracy(np.log(a), labels) == accuracy(np.log(b), labels) == 0.75  # no single member gets there
+
+
+def test_ensemble_selection_keeps_to_its_member_cap():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    library = [rng.dirichlet([1, 1], 60) for _ in range(8)]
+    weights = ensemble_selection(library, labels, accuracy, maximize=True, max_members=3)
+    assert np.count_nonzero(weights) <= 3
+
+
+def test_the_greedy_soup_keeps_a_run_only_if_the_soup_does_not_get_worse():
+    scores = {(0,): (0.8, 0.0), (0, 1): (0.7, 0.0), (0, 2): (0.85, 0.0), (0, 2, 3): (0.85, -0.1)}
+    members = greedy_soup([0, 1, 2, 3], lambda m: scores.get(tuple(m)))
+    assert members == [0, 2]  # 1 made it worse; 3 kept the metric but its log loss was worse
+
+
+def test_the_validation_halves_are_disjoint_fixed_and_cover_every_row():
+    a, b = halves(33)
+    assert set(a) | set(b) == set(range(33)) and not set(a) & set(b)
+    assert np.array_equal(a, halves(33)[0])
+
+
+# -- what the search stores --------------------------------------------------------------------------------------------
+
+
+def test_every_run_stores_its_validation_probabilities(ensemble_study):
+    study = load_study(ensemble_study)
+    store = artifacts.artifact_store(study)
+    complete = [t for t in opened(ensemble_study).trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3
+    for trial in complete:
+        stored = TrialRecord.from_trial(trial)
+        assert sorted(stored.predictions) == ["0", "1"]
+        for seed, entry in stored.predictions.items():
+            probabilities = artifacts.load_probabilities(store, entry)
+            assert probabilities.shape == (40, 2)
+            assert np.allclose(probabilities.sum(axis=1), 1.0)
+            labels = np.array([int(line.rsplit(",", 1)[1]) for line in
+                               (ensemble_study.parent / "data" / "validation.csv").read_text().splitlines()[1:]])
+            # The stored probabilities are the ones the run was scored with.
+            assert accuracy(np.log(probabilities), labels) == pytest.approx(stored.seed_values[seed])
+        # Optuna's artifact record names the files too (the dashboard lists them).
+        assert any(key.startswith("artifacts:") for key in trial.system_attrs)
+
+
+def test_only_the_best_trials_keep_their_weights(tmp_path):
+    path = search(tmp_path, "keep", kind="ensemble", keep_weights=1)
+    trials = [t for t in opened(path).trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 3
+    store = artifacts.artifact_store(load_study(path))
+    keeping = [t for t in trials if artifacts.kept_weights(store, t)]
+    best = max(trials, key=lambda t: t.value)
+    assert [t.number for t in keeping] == [best.number]
+    on_disk = [f for f in load_study(path).artifact_path.iterdir() if f.is_file()]
+    # two seeds' probabilities per trial, and one model per seed of the one trial kept: the others' were removed
+    assert len(on_disk) == 2 * len(trials) + 2
+
+
+# -- choosing and replaying ------------------------------------------------------------------------------------------
+
+
+def test_the_search_records_the_ensemble_and_the_leaderboard_shows_it(ensemble_study, capsys):
+    combination = StudyRecord.from_study(opened(ensemble_study)).combination
+    assert combination["kind"] == "ensemble" and combination["variant"] == "caruana"
+    assert 2 <= len(combination["members"]) <= 5
+    assert sum(m["weight"] for m in combination["members"]) == pytest.approx(1.0, abs=1e-5)
+    best = yaml.safe_load((ensemble_study.parent / "ens" / "best.yaml").read_text())
+    assert best["provenance"]["combination"]["members"] == combination["members"]
+    assert "provenance.combination" in best["provenance"]["recipe"]
+    capsys.readouterr()
+    assert main(["best", str(ensemble_study)]) == 0
+    shown = capsys.readouterr().out
+    assert "★" in shown and "combination: ensemble (caruana)" in " ".join(shown.split())
+
+
+def test_the_ensemble_replays_exactly_and_loads_in_a_pipeline(ensemble_study, tmp_path, capsys):
+    from transformers import pipeline
+
+    best = ensemble_study.parent / "ens" / "best.yaml"
+    out = tmp_path / "model"
+    assert main(["train", str(best), "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kind"] == "ensemble"
+    assert metrics["validation"]["accuracy"] == metrics["search_value"]  # exact replay on CPU
+    assert metrics["inference_ms_per_1000"] > 0 and metrics["size_bytes"] > 0
+    assert "## Combination" in (out / "README.md").read_text()
+    classify = pipeline("text-classification", model=str(out), trust_remote_code=True)
+    assert classify(["a b c"])[0]["label"] in ("negative", "positive")
+
+
+def test_single_trains_the_best_recipe_alone(ensemble_study, tmp_path):
+    best = ensemble_study.parent / "ens" / "best.yaml"
+    out = tmp_path / "single"
+    assert main(["train", str(best), "--output", str(out), "--single"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "kind" not in metrics
+    assert metrics["value"] == metrics["search_value"]
+    assert json.loads((out / "config.json").read_text())["model_type"] != "autobert-ensemble"
+
+
+def test_the_soup_replays_exactly_and_is_one_plain_checkpoint(soup_study, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    combination = StudyRecord.from_study(opened(soup_study)).combination
+    assert combination["kind"] == "soup", combination["reason"]
+    out = tmp_path / "soup"
+    assert main(["train", str(soup_study.parent / "soup" / "best.yaml"), "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] == metrics["search_value"]
+    souped = AutoModelForSequenceClassification.from_pretrained(out)
+    assert type(souped).__name__ == "BertForSequenceClassification"
+    # The soup is no member: its weights differ from every member's own model.
+    assert len(metrics["members"]) >= 2
+
+
+def test_an_edited_member_is_refused_by_replay(ensemble_study, tmp_path, capsys):
+    raw = yaml.safe_load((ensemble_study.parent / "ens" / "best.yaml").read_text())
+    raw["provenance"]["combination"]["members"][0]["seed"] += 7
+    edited = ensemble_study.parent / "ens" / "edited.yaml"
+    edited.write_text(yaml.safe_dump(raw, sort_keys=False))
+    capsys.readouterr()
+    assert main(["train", str(edited), "--output", str(tmp_path / "o")]) == 2
+    assert "provenance.combination" in capsys.readouterr().err
+
+
+def test_a_search_killed_in_the_combination_phase_loses_nothing(tmp_path):
+    path = write_study(tmp_path, name="killed", n_train=96, n_validation=32, only=["finetune"], seeds=[0, 1],
+                       pruner={"name": "none"}, budget={"trials": 2}, combine={"kind": "soup"},
+                       techniques={"finetune": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 16,
+                                                "warmup_ratio": 0.0}})
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import autobert.run.inference as inference
+        def killed(*args, **kwargs):  # the soup is being scored: SIGKILL, as the OOM killer or a lost node would
+            os.kill(os.getpid(), signal.SIGKILL)
+        inference.predict_probabilities = killed
+        from autobert.cli import main
+        sys.exit(main(["search", {str(path)!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == -9, done.stdout + done.stderr
+    stored = opened(path)
+    assert StudyRecord.from_study(stored).combination is None  # it never got to write it
+    complete = [t for t in stored.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2 and all(TrialRecord.from_trial(t).weights for t in complete)
+    # `autobert best` builds the combination from what was stored, and it replays exactly.
+    assert main(["best", str(path), "--export", str(tmp_path / "best.yaml")]) == 0
+    combination = yaml.safe_load((tmp_path / "best.yaml").read_text())["provenance"]["combination"]
+    assert combination["kind"] == "soup"
+    out = tmp_path / "model"
+    assert main(["train", str(tmp_path / "best.yaml"), "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] == combination["value"]
+
+
+def test_combine_none_stores_nothing(tmp_path):
+    path = write_study(tmp_path, name="plain", n_train=96, n_validation=32, only=["finetune"], combine="none",
+                       budget={"trials": 2})
+    assert main(["search", str(path)]) == 0
+    assert not load_study(path).artifact_path.exists()
+    best = yaml.safe_load((tmp_path / "plain" / "best.yaml").read_text())
+    assert "combination" not in best["provenance"]
