@@ -56,7 +56,7 @@ def tiny_study(tmp_path):
 # and the longest first leaves no worker alone with a long module at the end. Only the order changes; a module
 # not listed comes after these, in the usual order, and a stale entry costs nothing.
 LONGEST_FIRST = (
-    "test_budget", "test_workers", "test_fuzz_frozen", "test_third_party_plugin", "test_search", "test_seeds",
+    "test_budget", "test_workers", "test_combine", "test_fuzz_frozen", "test_third_party_plugin", "test_search", "test_seeds",
     "test_local_workers", "test_ablate", "test_further_pretraining", "test_faults", "test_hooks", "test_augmentation",
     "test_selective_masking", "test_knowledge", "test_portfolio", "test_browser", "test_effective_space",
     "test_distillation",

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-import torch
 import yaml
 
 from autobert.cli import main
@@ -240,3 +239,88 @@ def test_combine_none_stores_nothing(tmp_path):
     assert not load_study(path).artifact_path.exists()
     best = yaml.safe_load((tmp_path / "plain" / "best.yaml").read_text())
     assert "combination" not in best["provenance"]
+
+
+# -- the held-out check, on runs built by hand --------------------------------------------------------------------
+
+
+def _study_of_runs(tmp_path: Path, runs: dict[int, list[np.ndarray]], labels: np.ndarray, kind: str = "auto"):
+    """A stored study whose trial i ran once per array of ``runs[i]`` (seeds 0, 1, ...), with those probabilities."""
+    from datasets import Dataset
+
+    from autobert.config.schema import StudyConfig
+    from autobert.run.data import TaskData
+    from autobert.run.plugin_manager import get_plugin_manager
+    from autobert.store import record
+
+    study = StudyConfig.model_validate({
+        "name": "by-hand", "model": "unused", "base_dir": tmp_path, "combine": {"kind": kind, "keep_weights": 0},
+        "data": {"train": "t.csv", "validation": "v.csv"}})
+    data = TaskData(splits={"validation": Dataset.from_dict({"text": ["x"] * len(labels), "label": labels.tolist()})},
+                    label_names=["a", "b"], fingerprints={"validation": "fp"})
+    study.study_dir.mkdir()
+    opened = optuna.create_study(study_name="by-hand", storage=study.storage_url, direction="maximize")
+    store = artifacts.artifact_store(study)
+    for number, arrays in runs.items():
+        trial = opened.ask({"finetune.learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-3)})
+        values = {}
+        for seed, probabilities in enumerate(arrays):
+            artifacts.save_probabilities(store, trial, seed, probabilities, "fp")
+            values[str(seed)] = accuracy(np.log(probabilities), labels)
+        record.store(trial, seed_values=values)
+        opened.tell(trial, float(np.mean(list(values.values()))))
+    return study, get_plugin_manager(only=["finetune"]), data, opened
+
+
+def _confident(labels: np.ndarray, right: np.ndarray, sure: float = 0.9) -> np.ndarray:
+    """Probabilities that pick the true label on the rows where ``right`` is true, the other label elsewhere."""
+    picked = np.where(right, labels, 1 - labels)
+    return np.eye(2)[picked] * (2 * sure - 1) + (1 - sure)
+
+
+def test_auto_keeps_the_single_recipe_when_the_choice_does_not_hold_on_the_held_out_rows(tmp_path):
+    from autobert.study.combine import combine
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    half_a, half_b = halves(400)
+    on_a = np.isin(np.arange(400), half_a)
+    # Each of the best recipe's runs is lucky on one half of the rows: whatever is chosen on half A
+    # does worse on half B than the recipe's runs do on average.
+    lucky_on_a = _confident(labels, rng.random(400) < np.where(on_a, 0.90, 0.65))
+    lucky_on_b = _confident(labels, rng.random(400) < np.where(on_a, 0.65, 0.90))
+    study, pm, data, opened = _study_of_runs(tmp_path, {0: [lucky_on_a, lucky_on_b]}, labels)
+    result = combine(study, pm, data, opened)
+    assert result["kind"] == "none", result["reason"]
+    assert result["candidates"] and result["candidates"][0]["gain"] <= result["holdout"]["noise"]
+    assert "not more than the seed noise" in result["reason"]
+
+
+def test_auto_chooses_an_ensemble_that_beats_the_single_recipe_beyond_the_noise(tmp_path):
+    from autobert.study.combine import combine
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 400)
+    thirds = rng.integers(0, 3, 400)
+    # The best recipe's three runs, each sure and wrong on its own third of the rows, unsure but right elsewhere:
+    # each is right on two thirds of the rows, the three averaged on every row.
+    runs = [np.where((thirds == k)[:, None], _confident(labels, np.zeros(400, bool), 0.9),
+                     _confident(labels, np.ones(400, bool), 0.8)) for k in range(3)]
+    weak = _confident(labels, rng.random(400) < 0.55)
+    study, pm, data, opened = _study_of_runs(tmp_path, {0: runs, 1: [weak]}, labels)
+    result = combine(study, pm, data, opened)
+    assert result["kind"] == "ensemble", result["reason"]
+    assert result["value"] > result["single"]["value"] + 0.2
+    assert result["holdout"]["gain"] > result["holdout"]["noise"]
+
+
+def test_the_bootstrap_noise_measures_how_much_the_gain_moves_with_the_rows():
+    from autobert.strategy.combine import bootstrap_std
+
+    labels = np.zeros(200, dtype=int)
+    single = _confident(labels, np.arange(200) >= 100)       # right on half the rows
+    same = bootstrap_std(single, [single], labels, np.arange(200), accuracy)
+    assert same == 0.0
+    better = _confident(labels, np.arange(200) >= 90)        # also right on 10 more rows: +5 points
+    spread = bootstrap_std(better, [single], labels, np.arange(200), accuracy)
+    assert 0.008 < spread < 0.025  # about sqrt(10) / 200: ten rows decide the gain

@@ -46,7 +46,8 @@ def test_the_stored_keys_are_the_ones_stored_studies_use():
     assert set(KEYS) == {
         "worker", "seed", "seeds", "precision", "predicted_seconds", "predicted_work", "cost_terms", "runs",
         "finalist_of", "finalist_seed", "variant_of", "warm_start", "candidate", "recipe", "total_steps",
-        "warmup_steps", "steps", "seconds", "seed_values", "metrics", "out_of_memory", "fail_reason", "pruned_reason",
+        "warmup_steps", "steps", "seconds", "seed_values", "metrics", "predictions", "weights", "out_of_memory",
+        "fail_reason", "pruned_reason",
         "stopped_reason", "not_started", "arm", "arm_key", "technique", "changes", "arm_params", "seed_results",
     }
     assert record.FAILED_TRIAL == "failed_trial" and record.HEARTBEAT == "autobert:heartbeat"

@@ -41,15 +41,23 @@ def prepare_replay(args: argparse.Namespace):
     return recipe
 
 
-def positive(text: str) -> int:
-    """A whole number, 1 or more (a count of workers or recipes)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of workers, 1 or more")
-    return value
+def at_least_one(what: str):
+    """An argument type: a whole number, 1 or more, of ``what`` (the error names it)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of {what}, 1 or more")
+        return value
+
+    return parse
+
+
+#: A count of workers (``--workers``).
+positive = at_least_one("workers")
 
 
 def seed_list(text: str) -> list[int]:

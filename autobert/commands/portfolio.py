@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from autobert.commands.console import console
-from autobert.commands.options import add_device_argument, positive, seed_list
+from autobert.commands.options import add_device_argument, at_least_one, seed_list
 from autobert.errors import ConfigError
 from autobert.run.device import select_device
 
@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     q = psub.add_parser("build", help="choose --size recipes greedily from a stored evaluation and write a portfolio")
     q.add_argument("--storage", required=True, help="the storage `portfolio evaluate` wrote to")
     q.add_argument("--name", default="portfolio")
-    q.add_argument("--size", type=positive, required=True, metavar="K", help="recipes in the portfolio")
+    q.add_argument("--size", type=at_least_one("recipes"), required=True, metavar="K", help="recipes in the portfolio")
     q.add_argument("--output", "-o", type=Path, required=True, help="the portfolio YAML file to write")
     q.add_argument("--exclude", action="append", default=[], metavar="TASK",
                    help="leave a task out (e.g. the one the portfolio will be tested on); repeatable")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from autobert.commands.console import console, print_notes
+from autobert.commands.options import at_least_one
 from autobert.errors import AutobertError
 
 #: What ``--output``'s suffix writes.
@@ -34,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "object)")
     p.add_argument("--device", metavar="cpu|cuda|cuda:N",
                    help="predict on this device (default: the first GPU if there is one, else the CPU)")
-    p.add_argument("--batch-size", type=_batch_size, default=64, metavar="N",
+    p.add_argument("--batch-size", type=at_least_one("texts per batch"), default=64, metavar="N",
                    help="texts per forward pass (default: 64, the evaluation batch of training)")
     p.add_argument("--text-column", metavar="NAME",
                    help="the column holding the texts (default: the model's data.text_column, else `text`)")
@@ -78,16 +79,6 @@ def run(args: argparse.Namespace) -> int:
     summary = ", ".join(f"{name} {counts[name]}" for name in names if counts[name])
     console.print(f"{len(texts)} rows labelled in {seconds:.1f} s; written to [bold]{out}[/] ({summary})")
     return 0
-
-
-def _batch_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of texts per batch, 1 or more")
-    return value
 
 
 def _output_format(out: Path) -> str:

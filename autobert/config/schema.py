@@ -23,6 +23,13 @@ from autobert.permissions import umask
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+def _shorthand(value: Any, key: str) -> Any:
+    """A section given as one word (``pruner: median``, ``combine: soup``) or switched off (``none``, ``false``)."""
+    if value is None or value is False:
+        return {key: "none"}
+    return {key: value} if isinstance(value, str) else value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -263,9 +270,7 @@ class StudyConfig(_Model):
     @field_validator("combine", mode="before")
     @classmethod
     def _combine_shorthand(cls, v: Any) -> Any:
-        if v is None or v is False:
-            return {"kind": "none"}
-        return {"kind": v} if isinstance(v, str) else v
+        return _shorthand(v, "kind")
 
     @field_validator("warm_start", mode="before")
     @classmethod
@@ -275,9 +280,7 @@ class StudyConfig(_Model):
     @field_validator("pruner", mode="before")
     @classmethod
     def _pruner_shorthand(cls, v: Any) -> Any:
-        if v is None or v is False:
-            return {"name": "none"}
-        return {"name": v} if isinstance(v, str) else v
+        return _shorthand(v, "name")
 
     @field_validator("techniques", mode="before")
     @classmethod

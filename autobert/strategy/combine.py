@@ -91,6 +91,23 @@ def ensemble_selection(library: Sequence[np.ndarray], labels: np.ndarray, metric
     return (counts / counts.sum()).tolist()
 
 
+def bootstrap_std(candidate: np.ndarray, singles: Sequence[np.ndarray], labels: np.ndarray, rows: np.ndarray,
+                  metric: Metric, *, resamples: int = 200, seed: int = 0) -> float:
+    """The standard deviation, over bootstrap resamples of ``rows``, of the candidate's metric minus the mean of the
+    single runs' metric on the same resample: how much the held-out gain moves with which rows were held out.
+
+    The noise the held-out check uses where the best recipe ran once and its seed noise is unknown.
+    """
+    rng = np.random.default_rng(seed)
+    rows = np.asarray(rows)
+    gains = []
+    for _ in range(resamples):
+        picked = rng.choice(rows, size=len(rows), replace=True)
+        single = np.mean([metric_value(p[picked], labels[picked], metric) for p in singles])
+        gains.append(metric_value(candidate[picked], labels[picked], metric) - single)
+    return float(np.std(gains, ddof=1))
+
+
 def greedy_soup(order: Sequence[int], evaluate: Callable[[list[int]], tuple[float, float] | None]) -> list[int]:
     """Wortsman et al.'s greedy soup: runs in ``order`` (best first), each kept if the soup's score does not drop.
 
@@ -107,4 +124,4 @@ def greedy_soup(order: Sequence[int], evaluate: Callable[[list[int]], tuple[floa
     return members
 
 
-__all__ = ["halves", "score", "metric_value", "mix", "ensemble_selection", "greedy_soup", "ROUNDS"]
+__all__ = ["halves", "score", "metric_value", "mix", "ensemble_selection", "greedy_soup", "bootstrap_std", "ROUNDS"]

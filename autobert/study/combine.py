@@ -18,7 +18,8 @@ on half A, and the candidate is scored on half B against the best single
 recipe's runs on the same rows. ``combine.kind: auto`` keeps a combination
 only where that held-out gain is larger than the seed noise (the standard
 deviation of the best recipe's runs on half B; the finalists ran it on seeds
-the search never saw). The chosen kind's members are then chosen again on all
+the search never saw; with one run of it, the gain's bootstrap standard
+deviation over the half-B rows stands in). The chosen kind's members are then chosen again on all
 the rows, which is what ``autobert train`` replays.
 
 The result is stored with the study (:attr:`StudyRecord.combination`) in one
@@ -200,8 +201,9 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
         final = arithmetic.ensemble_selection(library, labels, metric, maximize, max_members=study.combine.members)
         members = [_member(runs[i], w) for i, w in enumerate(final) if w > 0]
         if len(members) >= 2:
-            candidates.append({"kind": "ensemble", "variant": "caruana", "members": members,
-                               "holdout": on(half_b, arithmetic.mix(library, on_a)),
+            held_out = arithmetic.mix(library, on_a)
+            candidates.append({"kind": "ensemble", "variant": "caruana", "members": members, "probabilities": held_out,
+                               "holdout": on(half_b, held_out),
                                "value": on(np.arange(len(labels)), arithmetic.mix(library, final))})
 
     # -- soups: one model; the runs whose weights were kept --
@@ -220,7 +222,7 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
                 probabilities = soups.probabilities(members)
                 if len(members) >= 2 and probabilities is not None:
                     weight = 1.0 / len(members)
-                    candidates.append({"kind": "soup", "variant": variant,
+                    candidates.append({"kind": "soup", "variant": variant, "probabilities": probabilities,
                                        "members": [_member(runs[i], weight) for i in members],
                                        "holdout": on(half_b, probabilities),
                                        "value": on(np.arange(len(labels)), probabilities)})
@@ -238,7 +240,15 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
     # The best on the held-out half; a soup first where they tie (one model to serve instead of several).
     candidates.sort(key=lambda c: (c["gain"], c["kind"] == "soup"), reverse=True)
     chosen = next((c for c in candidates if wanted in ("auto", c["kind"])), None)
-    noise_text = f"{noise:.4f}" if len(single_b) > 1 else "0 (one run of the best recipe: no seed noise measured)"
+    if len(single_b) > 1:
+        noise_text = f"{noise:.4f}"
+    elif chosen is not None:
+        # One run of the best recipe: no seed noise to measure. How much the gain moves with the rows held out
+        # (a bootstrap over them) stands in for it.
+        noise = arithmetic.bootstrap_std(chosen["probabilities"], [r.probabilities for r in single_runs], labels,
+                                         half_b, metric)
+        noise_text = f"{noise:.4f} (one run of the best recipe: the gain's bootstrap standard deviation over the " \
+                     "held-out rows stands in for the seed noise)"
     if chosen is None:
         reason = (f"no {wanted if wanted != 'auto' else 'combination'} could be made from {len(runs)} stored run(s)"
                   + ("" if with_weights else "; no run kept its weights, so no soup"))
@@ -256,7 +266,9 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
         "members": chosen["members"] if chosen else [],
         "value": chosen["value"] if chosen else single["value"],
         "single": single,
-        "holdout": {"rows": int(len(half_b)), "noise": noise, "gain": chosen["gain"] if chosen else 0.0},
+        "holdout": {"rows": int(len(half_b)), "noise": noise,
+                    "gain": chosen["gain"] if chosen else (candidates[0]["gain"] if candidates else 0.0),
+                    "noise_from": "seeds" if len(single_b) > 1 else "bootstrap"},
         "candidates": [{k: c[k] for k in ("kind", "variant", "value", "holdout", "gain")} | {"members": len(c["members"])}
                        for c in candidates],
         "reason": reason,
