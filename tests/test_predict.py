@@ -96,12 +96,18 @@ def _members(trained: Path):
     return cls_model, pooled
 
 
-def test_an_ensemble_loads_in_the_transformers_pipeline_and_averages_its_members_probabilities(trained, tmp_path):
+def _saved_ensemble(trained: Path, folder: Path, weights: list[float]):
+    """The two members built into an ensemble and saved with the tokenizer: the members, the tokenizer."""
     cls_model, pooled = _members(trained)
-    folder = tmp_path / "ensemble"
-    build_ensemble([cls_model, pooled], [1.0, 3.0]).save_pretrained(folder)
+    build_ensemble([cls_model, pooled], weights).save_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(trained)
     tokenizer.save_pretrained(folder)
+    return cls_model, pooled, tokenizer
+
+
+def test_an_ensemble_loads_in_the_transformers_pipeline_and_averages_its_members_probabilities(trained, tmp_path):
+    folder = tmp_path / "ensemble"
+    cls_model, pooled, tokenizer = _saved_ensemble(trained, folder, [1.0, 3.0])
     assert {"_ensemble_model.py", "_pooled_model.py", "_knowledge_model.py"} <= {p.name for p in folder.iterdir()}
 
     classify = pipeline("text-classification", model=str(folder), trust_remote_code=True, top_k=None)
@@ -115,11 +121,8 @@ def test_an_ensemble_loads_in_the_transformers_pipeline_and_averages_its_members
 
 
 def test_predict_feeds_each_ensemble_member_its_own_recipes_encoding(trained, tmp_path):
-    cls_model, pooled = _members(trained)
     folder = tmp_path / "ensemble"
-    build_ensemble([cls_model, pooled], [0.5, 0.5]).save_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(trained)
-    tokenizer.save_pretrained(folder)
+    cls_model, pooled, tokenizer = _saved_ensemble(trained, folder, [0.5, 0.5])
     frozen = yaml.safe_load((trained / "autobert.yaml").read_text(encoding="utf-8"))
     head, tail = (dict(frozen["provenance"]["params"], **{"truncation.strategy": s}) for s in ("head", "tail"))
     frozen["provenance"]["combination"] = {"kind": "ensemble", "members": [
