@@ -506,20 +506,31 @@ def run_name(run: TrialRun) -> str:
 
 
 def save_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
-    """Save the model and tokenizer into ``folder`` so that a failed save changes nothing there.
-
-    Everything is written to a temporary folder inside ``folder`` first and
-    moved in once complete: a full disk (or a crash) while saving leaves the
-    files from before as they were.
+    """Save the model and tokenizer into ``folder`` so that a failed save changes nothing there (:func:`save_folder`).
 
     Raises:
         AutobertError: the files could not be written, saying why.
     """
+
+    def write(staging: Path) -> None:
+        trainer.save_model(str(staging))
+        tokenizer.save_pretrained(str(staging))
+
+    save_folder(folder, write)
+
+
+def save_folder(folder: Path, write: Callable[[Path], None], what: str = "the model") -> None:
+    """Let ``write(staging)`` fill a temporary folder inside ``folder``, then move its files in once complete.
+
+    A full disk (or a crash) while writing leaves the files from before as they were.
+
+    Raises:
+        AutobertError: the files could not be written, saying why (``what`` names them).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=folder))
     try:
-        trainer.save_model(str(staging))
-        tokenizer.save_pretrained(str(staging))
+        write(staging)
         for item in staging.iterdir():  # the staging folder is mkdtemp's 0700: its contents get the umask's modes
             follow_umask(item)
             if item.is_dir() and (folder / item.name).is_dir():
@@ -527,7 +538,7 @@ def save_model(trainer: Trainer, tokenizer: Any, folder: Path) -> None:
             os.replace(item, folder / item.name)
     except OSError as exc:
         raise AutobertError(
-            f"cannot save the model to {folder} ({exc.strerror or exc}); the files there before are unchanged. "
+            f"cannot save {what} to {folder} ({exc.strerror or exc}); the files there before are unchanged. "
             "Free some space or choose another --output"
         ) from None
     finally:

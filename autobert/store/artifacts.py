@@ -121,13 +121,5 @@ def kept_weights(store: FileSystemArtifactStore, trial: Any) -> dict[str, str]:
     return kept
 
 
-def artifact_bytes(study: StudyConfig) -> int:
-    """The store's size on disk, for messages."""
-    folder = study.artifact_path
-    if not folder.is_dir():
-        return 0
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-
-
 __all__ = ["artifact_store", "save_probabilities", "save_weights", "load_probabilities", "unpack_weights",
-           "drop_weights", "kept_weights", "artifact_bytes", "PROBABILITIES", "WEIGHTS"]
+           "drop_weights", "kept_weights", "PROBABILITIES", "WEIGHTS"]

@@ -155,7 +155,8 @@ def _member(run: Run, weight: float) -> dict[str, Any]:
 
 
 def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optuna.Study, *,
-            deadline: float | None = None, say: Callable[[str], None] = lambda message: None) -> dict[str, Any] | None:
+            deadline: float | None = None, say: Callable[[str], None] = lambda message: None,
+            runs: list[Run] | None = None) -> dict[str, Any] | None:
     """Build the candidates from the stored runs and choose (see the module's docstring); None: nothing to combine.
 
     Returns what :attr:`StudyRecord.combination` stores: ``kind`` (``ensemble``,
@@ -163,13 +164,13 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
     recipe, weight, value, params}``), ``value`` (on all the validation rows),
     ``single`` (the best recipe's trial and mean value over its runs),
     ``holdout`` (the check on half B), ``candidates``, ``reason`` and
-    ``library`` (the runs it was built from).
+    ``library`` (the runs it was built from). ``runs``: :func:`stored_runs`, when the caller has read them.
     """
     start = time.monotonic()
     wanted = study.combine.kind
     if wanted == "none":
         return None
-    runs = stored_runs(study, opened, data)
+    runs = stored_runs(study, opened, data) if runs is None else runs
     best = winner(opened)
     if best is None or len(runs) < 2:
         return None
@@ -180,6 +181,7 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
     maximize = study.direction == "maximize"
     sign = 1.0 if maximize else -1.0
     half_a, half_b = arithmetic.halves(len(labels), seed=study.seed)
+    every = np.arange(len(labels))
 
     def on(rows: np.ndarray, probabilities: np.ndarray) -> float:
         return arithmetic.metric_value(probabilities[rows], labels[rows], metric)
@@ -189,7 +191,7 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
         return None  # the winner stored no probabilities (a study from before they were stored)
     single_b = [on(half_b, r.probabilities) for r in single_runs]
     single = {"trial": best.number, "runs": len(single_runs),
-              "value": float(np.mean([on(np.arange(len(labels)), r.probabilities) for r in single_runs])),
+              "value": float(np.mean([on(every, r.probabilities) for r in single_runs])),
               "holdout": float(np.mean(single_b))}
     noise = float(np.std(single_b, ddof=1)) if len(single_b) > 1 else 0.0
     library = [r.probabilities for r in runs]
@@ -204,7 +206,7 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
             held_out = arithmetic.mix(library, on_a)
             candidates.append({"kind": "ensemble", "variant": "caruana", "members": members, "probabilities": held_out,
                                "holdout": on(half_b, held_out),
-                               "value": on(np.arange(len(labels)), arithmetic.mix(library, final))})
+                               "value": on(every, arithmetic.mix(library, final))})
 
     # -- soups: one model; the runs whose weights were kept --
     with_weights = [i for i, r in enumerate(runs) if r.weights]
@@ -225,7 +227,7 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
                     candidates.append({"kind": "soup", "variant": variant, "probabilities": probabilities,
                                        "members": [_member(runs[i], weight) for i in members],
                                        "holdout": on(half_b, probabilities),
-                                       "value": on(np.arange(len(labels)), probabilities)})
+                                       "value": on(every, probabilities)})
 
             seed_soup = [i for i in with_weights if runs[i].recipe == best.number][:study.combine.members]
             add("uniform", seed_soup)
@@ -285,12 +287,11 @@ def combination_for(study: StudyConfig, pm: PluginManager, data: TaskData, opene
     if study.combine.kind == "none":
         return None
     stored = StudyRecord.from_study(opened).combination
-    runs_now = None
-    if stored and stored.get("asked") == study.combine.model_dump(mode="json"):
-        runs_now = sorted(r.key for r in stored_runs(study, opened, data))
-        if runs_now == stored.get("library"):
-            return stored
-    result = combine(study, pm, data, opened, deadline=deadline, say=say)
+    runs = stored_runs(study, opened, data)
+    if (stored and stored.get("asked") == study.combine.model_dump(mode="json")
+            and sorted(r.key for r in runs) == stored.get("library")):
+        return stored
+    result = combine(study, pm, data, opened, deadline=deadline, say=say, runs=runs)
     if result is not None:
         result["asked"] = study.combine.model_dump(mode="json")
         record.store_study(opened, combination=result)

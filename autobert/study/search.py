@@ -23,7 +23,7 @@ from autobert.run import clock
 from autobert.strategy import warm_start
 from autobert.run.pipeline import Progress, TrialResult, batch_parameters, draw_params, run_seeds
 from autobert.run.aggregate import mean_std
-from autobert.strategy.planner import Planner, finalists, is_finalist, search_trials, winner
+from autobert.strategy.planner import Planner, finalists, search_trials, winner
 from autobert.run.plugin_manager import PluginManager, get_plugin_manager
 from autobert.config.settings import declared_settings, relocated_settings
 from autobert.store import artifacts, record
@@ -334,6 +334,7 @@ class _Keeper:
         """Store the runs' weights when the trial is a finalist run or among the best ``keep_weights`` trials."""
         if self.folder is None:
             return
+        ranked: list[optuna.trial.FrozenTrial] = []
         if not self.finalist:
             kept, ranked = self.study.combine.weights_kept, self._ranked()
             if len(ranked) >= kept:
@@ -342,15 +343,10 @@ class _Keeper:
                     return
         for saved in sorted(self.folder.iterdir()):
             artifacts.save_weights(self.store, self.trial, int(saved.name.removeprefix("seed-")), saved)
-        if not self.finalist:
-            self._drop_fallen()
-
-    def _drop_fallen(self) -> None:
-        """Remove the weights of search trials no longer among the best ``keep_weights`` (this one counts)."""
-        kept = self.study.combine.weights_kept
-        ranked = self._ranked()
-        for trial in ranked[max(kept - 1, 0):]:  # this trial is not complete yet: it takes one of the places
-            if TrialRecord.from_trial(trial).weights and not is_finalist(trial):
+        # The search trials no longer among the best `keep_weights` lose theirs: this one, not complete yet, takes
+        # one of the places (a finalist run takes none).
+        for trial in ranked[max(self.study.combine.weights_kept - 1, 0):]:
+            if TrialRecord.from_trial(trial).weights:
                 artifacts.drop_weights(self.store, trial)
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ layer), from :attr:`TrainedRecipe.metrics`.
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,8 +24,9 @@ from autobert.config.schema import FrozenConfig, dump_yaml, relocate, write_atom
 from autobert.errors import AutobertError
 from autobert.run.aggregate import mean_std
 from autobert.run.data import TaskData
-from autobert.permissions import follow_umask
-from autobert.run.pipeline import Progress, SeedsResult, TrialResult, metric_functions, metric_names, run_pipeline, run_seeds
+from autobert.run.pipeline import (Progress, SeedsResult, TrialResult, metric_functions, metric_names, run_pipeline,
+                                   run_seeds, save_folder)
+from autobert.strategy.combine import metric_value, mix
 from autobert.run.plugin_manager import PluginManager
 from autobert.study.search import replay_trial
 
@@ -209,16 +210,7 @@ class TrainedCombination:
 def _scores(pm: PluginManager, probabilities: np.ndarray | None, labels: np.ndarray) -> dict[str, float] | None:
     if probabilities is None:
         return None
-    logits = np.log(np.clip(probabilities, 1e-12, 1.0))
-    return {name: float(fn(logits, labels)) for name, fn in metric_functions(pm).items()}
-
-
-def _mixed(results: list[TrialResult], weights: list[float], attribute: str) -> np.ndarray | None:
-    arrays = [getattr(r, attribute) for r in results]
-    if any(a is None for a in arrays):
-        return None
-    total = float(sum(weights))
-    return sum(a * (w / total) for a, w in zip(arrays, weights))
+    return {name: metric_value(probabilities, labels, fn) for name, fn in metric_functions(pm).items()}
 
 
 def train_combination(frozen: FrozenConfig, pm: PluginManager, data: TaskData, *, offsets: list[int] | None = None,
@@ -265,17 +257,18 @@ def train_combination(frozen: FrozenConfig, pm: PluginManager, data: TaskData, *
             trained[offset] = runs
             weights = [m.weight for m in runs]
             if kind == "ensemble":
-                scores[offset] = {split: _scores(pm, _mixed([m.result for m in runs], weights, attribute),
-                                                 labels[split])
-                                  for split, attribute in (("validation", "probabilities"),
-                                                           ("test", "test_probabilities")) if split in labels}
+                scores[offset] = {}
+                for split, attribute in (("validation", "probabilities"), ("test", "test_probabilities")):
+                    arrays = [getattr(m.result, attribute) for m in runs]
+                    if split in labels:
+                        mixed = None if any(a is None for a in arrays) else mix(arrays, weights)
+                        scores[offset][split] = _scores(pm, mixed, labels[split])
             else:
                 scores[offset] = _soup_scores(frozen, pm, data, members[0]["params"], folders, labels,
                                               Path(scratch) / f"offset-{offset}-soup")
             scores[offset].setdefault("test", None)
             if offset == offsets[0] and output is not None:
-                _save_combination(kind, frozen, pm, members, folders, weights, Path(scratch) / f"offset-{offset}-soup",
-                                  output)
+                _save_combination(kind, folders, weights, Path(scratch) / f"offset-{offset}-soup", output)
         seconds = time.perf_counter() - start
         if output is not None:
             classifier = load_classifier(output)
@@ -302,35 +295,23 @@ def _soup_scores(frozen: FrozenConfig, pm: PluginManager, data: TaskData, params
             for split in ("validation", "test") if split in data.splits}
 
 
-def _save_combination(kind: str, frozen: FrozenConfig, pm: PluginManager, members: list[dict[str, Any]],
-                      folders: list[Path], weights: list[float], soup_folder: Path, output: Path) -> None:
+def _save_combination(kind: str, folders: list[Path], weights: list[float], soup_folder: Path, output: Path) -> None:
     """Move the combined model into ``output``: the soup's checkpoint, or the ensemble built from the members."""
-    import shutil
-
     from autobert.heads import build_ensemble
     from autobert.run.inference import load_classifier
 
-    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=output))
-    try:
+    def write(staging: Path) -> None:
         if kind == "soup":
             for item in soup_folder.iterdir():
                 shutil.copy2(item, staging / item.name) if item.is_file() else shutil.copytree(item, staging / item.name)
-        else:
-            loaded = [load_classifier(folder) for folder in folders]
-            total = float(sum(weights))
-            ensemble = build_ensemble([c.model for c in loaded], [w / total for w in weights])
-            ensemble.save_pretrained(str(staging))
-            loaded[0].tokenizer.save_pretrained(str(staging))
-        for item in staging.iterdir():
-            follow_umask(item)
-            if item.is_dir() and (output / item.name).is_dir():
-                shutil.rmtree(output / item.name)
-            os.replace(item, output / item.name)
-    except OSError as exc:
-        raise AutobertError(f"cannot save the combined model to {output} ({exc.strerror or exc}); the files there "
-                            "before are unchanged. Free some space or choose another --output") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            return
+        loaded = [load_classifier(folder) for folder in folders]
+        total = float(sum(weights))
+        ensemble = build_ensemble([c.model for c in loaded], [w / total for w in weights])
+        ensemble.save_pretrained(str(staging))
+        loaded[0].tokenizer.save_pretrained(str(staging))
+
+    save_folder(output, write, "the combined model")
 
 
 def _write_beside(output: Path, frozen: FrozenConfig, metrics: dict[str, Any]) -> None:
