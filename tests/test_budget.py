@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
@@ -310,6 +309,27 @@ def test_a_finalist_share_that_holds_a_run_is_kept(tiny_study):
     planner(opened, opened.trials[-1])
     assert planner.deadline - planner.main_deadline == pytest.approx(180, abs=1)
     assert planner.returned_share is None
+
+
+def test_the_finalists_leave_the_combination_step_its_time(tiny_study):
+    # Soups are scored at the budget's end: up to members + 1 of them, each a validation pass (the slowest a trial
+    # measured, 3 s here) and a model load. The finalists' runs must end that much earlier.
+    from autobert.store import record
+    from autobert.strategy.planner import MODEL_LOAD_SECONDS
+
+    planner, opened = half_budget_planner(tiny_study, 100.0)
+    assert planner.combination_seconds() == 0.0  # no trial measured a validation pass yet
+    for seconds in (1.5, 3.0):  # two more search trials, each with its evaluation's runtime
+        opened.optimize(lambda trial: (record.store(trial, metrics={"accuracy": 0.8, "runtime": seconds}), 0.8)[1],
+                        n_trials=1)
+    planner.deadline = time.monotonic() + 400
+    reserve = (planner.study.combine.members + 1) * (3.0 + MODEL_LOAD_SECONDS)
+    assert planner.combination_seconds() == pytest.approx(reserve)
+    assert planner.cap(finalist=True) == pytest.approx(400 - reserve, abs=1)
+    assert planner.clock(None, finalist=True).deadline == pytest.approx(planner.deadline - reserve)
+    # Nothing to score (ensembles are arithmetic on stored probabilities): the finalists run to the end.
+    planner.study = planner.study.model_copy(update={"combine": planner.study.combine.model_copy(update={"kind": "ensemble"})})
+    assert planner.cap(finalist=True) == pytest.approx(400, abs=1)
 
 
 class Sleeper:

@@ -55,6 +55,11 @@ def soup_study(tmp_path_factory) -> Path:
     return search(tmp_path_factory.mktemp("combine-soup"), "soup", kind="soup")
 
 
+@pytest.fixture(scope="module")
+def checkpoints_study(tmp_path_factory) -> Path:
+    return search(tmp_path_factory.mktemp("combine-checkpoints"), "avg", kind="checkpoints", checkpoints=3)
+
+
 # -- the arithmetic -------------------------------------------------------------------------------------------------
 
 
@@ -96,6 +101,36 @@ def test_the_validation_halves_are_disjoint_fixed_and_cover_every_row():
     a, b = halves(33)
     assert set(a) | set(b) == set(range(33)) and not set(a) & set(b)
     assert np.array_equal(a, halves(33)[0])
+
+
+def test_the_tail_average_takes_evenly_spaced_steps_of_the_second_half():
+    from autobert.run.pipeline import tail_steps
+
+    assert tail_steps(8, 4) == [5, 6, 7, 8]
+    assert tail_steps(100, 4) == [62, 75, 88, 100]
+    assert tail_steps(3, 4) == [2, 3]  # a short run averages what it has
+    assert tail_steps(1, 4) == [1]
+
+
+def test_the_tail_average_is_the_mean_of_the_weights_it_took():
+    import torch
+
+    from autobert.run.pipeline import TailAverage
+
+    model = torch.nn.Linear(3, 2)
+    model.register_buffer("steps", torch.tensor([7]))  # not a weight: left as it is
+    tail, seen = TailAverage(3), []
+    for value in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+            model.bias.fill_(-value)
+        seen.append(model.weight.clone())
+        tail.add(model)
+    tail.load_into(model)
+    assert torch.allclose(model.weight, torch.stack(seen).mean(0)) and torch.allclose(model.bias, torch.full((2,), -3.0))
+    assert model.steps.item() == 7
+    with pytest.raises(ValueError, match="no checkpoint"):
+        TailAverage(2).load_into(model)
 
 
 # -- what the search stores --------------------------------------------------------------------------------------------
@@ -189,6 +224,39 @@ def test_the_soup_replays_exactly_and_is_one_plain_checkpoint(soup_study, tmp_pa
     assert type(souped).__name__ == "BertForSequenceClassification"
     # The soup is no member: its weights differ from every member's own model.
     assert len(metrics["members"]) >= 2
+
+
+def test_the_checkpoints_average_is_stored_chosen_and_replayed_exactly(checkpoints_study, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    study = load_study(checkpoints_study)
+    store = artifacts.artifact_store(study)
+    for trial in [t for t in opened(checkpoints_study).trials if t.state == optuna.trial.TrialState.COMPLETE]:
+        for entry in TrialRecord.from_trial(trial).predictions.values():  # every run stored its average's too
+            assert entry["checkpoints"]["count"] == 3
+            assert artifacts.load_probabilities(store, entry["checkpoints"]).shape == (40, 2)
+    combination = StudyRecord.from_study(opened(checkpoints_study)).combination
+    assert combination["kind"] == "checkpoints" and combination["variant"] == "last 3", combination["reason"]
+    assert combination["checkpoints"] == 3 and len(combination["members"]) == 1
+    best = checkpoints_study.parent / "avg" / "best.yaml"
+    out, single = tmp_path / "averaged", tmp_path / "single"
+    assert main(["train", str(best), "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kind"] == "checkpoints" and metrics["checkpoints"] == 3
+    assert metrics["validation"]["accuracy"] == metrics["search_value"]  # exact replay on CPU
+    assert "last 3 checkpoints" in (out / "README.md").read_text()
+    # One plain checkpoint, and not the run's last weights: the average changed the model.
+    seed = str(combination["members"][0]["seed"])
+    assert main(["train", str(best), "--output", str(single), "--single", "--seeds", seed]) == 0
+    averaged = AutoModelForSequenceClassification.from_pretrained(out).state_dict()
+    last = AutoModelForSequenceClassification.from_pretrained(single).state_dict()
+    assert not all(torch_equal(averaged[k], last[k]) for k in last)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
 
 
 def test_an_edited_member_is_refused_by_replay(ensemble_study, tmp_path, capsys):

@@ -35,13 +35,13 @@ def run(args: argparse.Namespace) -> int:
     # optuna, which `autobert --help` and the light commands (plugins, cache) do without.
     from autobert.reporting.model_card import write_model_card
     from autobert.study.display import SearchProgress
-    from autobert.study.train import check_output, train_frozen
+    from autobert.study.train import KINDS, check_output, train_frozen
 
     recipe = prepare_replay(args)
     frozen, out = recipe.frozen, Path(args.output)
     check_output(out)  # before the first line of progress, not after it
     combination = frozen.provenance.combination
-    if combination and combination.get("kind") in ("soup", "ensemble") and not args.single:
+    if combination and combination.get("kind") in KINDS and not args.single:
         return _train_combination(args, recipe, out)
     seeds = args.seeds or frozen.run_seeds
     console.print(
@@ -74,8 +74,9 @@ def _train_combination(args: argparse.Namespace, recipe, out: Path) -> int:
     combination = frozen.provenance.combination
     offsets = args.seeds or [0]
     members = combination["members"]
+    runs = f"{len(members)} run{'s' if len(members) > 1 else ''}"
     console.print(
-        f"training the {combination['kind']} ({combination['variant']}) of {len(members)} runs the search chose "
+        f"training the {combination['kind']} ({combination['variant']}) of {runs} the search chose "
         f"({frozen.metric} in search: {combination['value']:.4f}; single recipe "
         f"{combination['single']['value']:.4f}); members: "
         + ", ".join(f"trial {m['trial']} seed {m['seed']}" for m in members)
@@ -90,7 +91,7 @@ def _train_combination(args: argparse.Namespace, recipe, out: Path) -> int:
         raise AutobertError(f"cannot write the model card README.md to {out} ({exc.strerror or exc}); the model, "
                             "metrics.json and autobert.yaml are written. Free some space or choose another --output"
                             ) from None
-    table = Table(title=f"{frozen.name}: {combination['kind']} of {len(members)} runs"
+    table = Table(title=f"{frozen.name}: {combination['kind']} of {runs}"
                   + (f" on {len(offsets)} seed offsets" if len(offsets) > 1 else ""))
     table.add_column("what")
     shown = [n for n in trained.metric_names if n in (trained.scores[offsets[0]]["validation"] or {})]

@@ -107,10 +107,13 @@ class CombineConfig(_Model):
     ``ensemble`` is Caruana ensemble selection over the runs' stored
     validation probabilities; ``soup`` averages the weights of runs that
     share an architecture (uniform, or greedy in Wortsman et al.'s order);
+    ``checkpoints`` averages one run's weights over the last ``checkpoints``
+    evenly spaced points of its training (the tail of training, as stochastic
+    weight averaging does), one model at no extra training;
     ``none`` keeps the single best recipe.
     """
 
-    kind: Literal["auto", "soup", "ensemble", "none"] = "auto"
+    kind: Literal["auto", "soup", "ensemble", "checkpoints", "none"] = "auto"
     #: The most distinct runs (recipe and seed) a combination may hold: `autobert train` trains each one.
     members: int = Field(default=5, ge=2)
     #: How many runs keep their weights (for soups): the finalists' runs and the best search trials' runs.
@@ -119,6 +122,14 @@ class CombineConfig(_Model):
     #: Where the runs' predictions and weights are stored (Optuna's artifact store): default
     #: ``<study dir>/artifacts``. Workers on several machines need a folder they all reach.
     artifact_dir: str | None = None
+    #: The checkpoints a run averages (``checkpoints`` kind): evenly spaced over the second half of its steps,
+    #: the last step included. Every run keeps one extra copy of its weights while it trains.
+    checkpoints: int = Field(default=4, ge=2)
+
+    @property
+    def averages_checkpoints(self) -> int:
+        """How many checkpoints each run averages (0: none; only ``auto`` and ``checkpoints`` need them)."""
+        return self.checkpoints if self.kind in ("auto", "checkpoints") else 0
 
     @property
     def weights_kept(self) -> int:

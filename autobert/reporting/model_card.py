@@ -70,13 +70,18 @@ def _versions(frozen: FrozenConfig) -> dict[str, str]:
 
 
 def _combination_lines(metrics: dict[str, Any]) -> list[str]:
-    """The model card's section on a soup or an ensemble: its members, cost and size."""
+    """The model card's section on a soup, an ensemble or an averaged run: its members, cost and size."""
     kind, members = metrics["kind"], metrics.get("members") or []
-    what = ("one model whose weights are the average of its members' (a model soup, Wortsman et al. 2022): it costs "
-            "what one model costs to run" if kind == "soup" else
-            "an ensemble: the model runs every member and averages their class probabilities with the weights below "
-            "(Caruana ensemble selection on the validation split)")
-    lines = ["", "## Combination", "", f"This is {what}. {len(members)} members, each the recipe of a search trial "
+    what = {
+        "soup": "one model whose weights are the average of its members' (a model soup, Wortsman et al. 2022): it "
+                "costs what one model costs to run",
+        "checkpoints": f"one model whose weights are its run's averaged over its last {metrics.get('checkpoints')} "
+                       "checkpoints (the tail of training, as stochastic weight averaging): it costs what one model "
+                       "costs to run",
+        "ensemble": "an ensemble: the model runs every member and averages their class probabilities with the weights "
+                    "below (Caruana ensemble selection on the validation split)",
+    }[kind]
+    lines = ["", "## Combination", "", f"This is {what}. {len(members)} member(s), each the recipe of a search trial "
              "trained on a seed:", "", "| trial | seed | weight | validation |", "|---|---|---|---|"]
     metric = metrics.get("metric")
     for member in members:
@@ -144,7 +149,7 @@ def render(folder: Path, frozen: FrozenConfig, metrics: dict[str, Any]) -> str:
         per_seed = ", ".join(f"seed {s}: {format_value(v, digits=6)}" for s, v in metrics["seed_values"].items())
         aggregate = format_value(metrics.get("value"), digits=6)
         lines += ["", f"Validation {metric} per seed: {per_seed} ({frozen.aggregate}: {aggregate})."]
-    if metrics.get("kind") in ("soup", "ensemble"):
+    if metrics.get("kind") in ("soup", "ensemble", "checkpoints"):
         lines += _combination_lines(metrics)
     lines += ["", "## Recipe", "", "One technique per line, as `autobert train` replays it "
               f"(precision {frozen.precision}, max_length {frozen.max_length}, seeds {', '.join(map(str, seeds))}):", ""]

@@ -67,6 +67,68 @@ class TrialResult:
     # what the combination step (autobert.study.combine) ensembles. None where the model's output has no logits.
     probabilities: np.ndarray | None = None
     test_probabilities: np.ndarray | None = None
+    # The run's weights averaged over its last checkpoints, scored the same way (see TailAverage); None unless asked.
+    averaged: "Averaged | None" = None
+
+
+@dataclass(frozen=True)
+class Averaged:
+    """A run's weights averaged over its last ``checkpoints`` checkpoints (``combine.kind: checkpoints``), scored."""
+
+    checkpoints: int
+    value: float
+    metrics: dict[str, float]
+    test_metrics: dict[str, float] | None
+    probabilities: np.ndarray | None
+    test_probabilities: np.ndarray | None
+
+
+def tail_steps(total: int, count: int) -> list[int]:
+    """The steps whose weights :class:`TailAverage` averages: ``count`` evenly spaced over the second half of
+    ``total`` steps, the last step included (fewer when the run has fewer steps than that)."""
+    return sorted({total - round(j * total / (2 * count)) for j in range(count)} - {0})
+
+
+class TailAverage(TrainerCallback):
+    """Keeps the running sum of the model's floating-point weights at :func:`tail_steps`; one extra copy of them.
+
+    Averaging the tail of training (stochastic weight averaging, Izmailov et al. 2018; "latest weight averaging",
+    Kaddour 2022) finds a flatter point than the last step, at the cost of one validation pass for the average.
+    The steps are fixed by the schedule, not chosen on validation: the held-out rows the combination step checks
+    with stay unseen.
+    """
+
+    def __init__(self, count: int):
+        self.count = count
+        self.steps: set[int] = set()
+        self.total: dict[str, torch.Tensor] | None = None
+        self.taken = 0
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.steps, self.total, self.taken = set(tail_steps(state.max_steps, self.count)), None, 0
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step in self.steps and model is not None:
+            self.add(model)
+
+    @torch.no_grad()
+    def add(self, model: torch.nn.Module) -> None:
+        weights = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+        if self.total is None:
+            self.total = {k: v.detach().to(torch.float32, copy=True) for k, v in weights.items()}
+        else:
+            for k, v in weights.items():
+                self.total[k] += v.detach().to(torch.float32)
+        self.taken += 1
+
+    @torch.no_grad()
+    def load_into(self, model: torch.nn.Module) -> None:
+        """Replace ``model``'s floating-point weights with their average over the checkpoints taken."""
+        if not self.taken:
+            raise ValueError("no checkpoint was taken: the run ended before the second half of its steps")
+        state = model.state_dict()
+        for k, total in self.total.items():
+            state[k].copy_((total / self.taken).to(state[k].dtype))
 
 
 class _Collator:
@@ -259,6 +321,8 @@ def run_pipeline(
     progress: Progress | None = None,
     settings: dict[str, Any] | None = None,
     keep_model: Callable[[float], Path | None] | None = None,
+    average_checkpoints: int = 0,
+    save_averaged_to: Path | None = None,
 ) -> TrialResult:
     """Run one recipe once: the trial's parameters are drawn (or replayed) here.
 
@@ -323,7 +387,8 @@ def run_pipeline(
             training_args = TrainingArguments(**args)
 
             reporter = _Reporter(trial, study.metric, progress)
-            callbacks = [reporter]
+            tail = TailAverage(average_checkpoints) if average_checkpoints else None
+            callbacks = [reporter] + ([tail] if tail else [])
             for found in pm.hook.autobert_trainer_callbacks(run=run):
                 callbacks.extend(found or [])
             trainer = _AutobertTrainer(
@@ -363,13 +428,35 @@ def run_pipeline(
             save_model(trainer, run.tokenizer, Path(kept))
         if not math.isfinite(value):
             raise TrialFailed(f"the validation {study.metric} is {value}")
+        averaged = None
+        if tail is not None and tail.taken:
+            # Last: the run's own model has been scored and saved; the trainer's model becomes the average.
+            tail.load_into(trainer.model)
+            averaged = _score_averaged(trainer, encoded, pm, last, study.metric, tail.taken, evaluate_test)
+            if save_averaged_to is not None:
+                save_model(trainer, run.tokenizer, Path(save_averaged_to))
         return TrialResult(
             value=value, metrics=metrics, test_metrics=test_metrics, params=dict(run.params),
             seconds=time.perf_counter() - start, steps=trainer.state.global_step, batch_fit=fit.record(),
-            probabilities=probabilities, test_probabilities=test_probabilities,
+            probabilities=probabilities, test_probabilities=test_probabilities, averaged=averaged,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _score_averaged(trainer: Trainer, encoded: dict[str, Any], pm: PluginManager, last: dict[str, Any], metric: str,
+                    taken: int, evaluate_test: bool) -> Averaged:
+    """The averaged model's scores: validation (and test), through the trainer's prediction loop."""
+    scored: dict[str, tuple[dict[str, float], np.ndarray | None]] = {}
+    for split in ("validation", "test") if evaluate_test and "test" in encoded else ("validation",):
+        found = trainer.predict(encoded[split], metric_key_prefix=split).metrics
+        scored[split] = ({k.removeprefix(f"{split}_"): v for k, v in found.items()
+                          if k.removeprefix(f"{split}_") in metric_names(pm)},
+                         probabilities_of(last["logits"]) if "logits" in last else None)
+    validation, probabilities = scored["validation"]
+    test, test_probabilities = scored.get("test", (None, None))
+    return Averaged(checkpoints=taken, value=float(validation[metric]), metrics=validation, test_metrics=test,
+                    probabilities=probabilities, test_probabilities=test_probabilities)
 
 
 def _subtrial_manager(run: TrialRun, techniques: tuple[str, ...] | None) -> PluginManager:
@@ -585,6 +672,7 @@ def run_seeds(
     after_seed: Callable[[int, int, list[TrialResult]], None] | None = None,
     keep_model: Callable[[int, float], Path | None] | None = None,
     after_run: Callable[[int, TrialResult], None] | None = None,
+    average_checkpoints: int = 0,
 ) -> SeedsResult:
     """Run one recipe once per seed (default: the study's seeds) and aggregate.
 
@@ -596,7 +684,7 @@ def run_seeds(
     them (and may raise ``optuna.TrialPruned``). Only the first seed's model is
     saved to ``save_to``. ``keep_model(seed, value)`` may give a folder for any
     seed's model (see :func:`run_pipeline`); ``after_run(seed, result)`` is
-    called once each seed has trained, before ``after_seed``.
+    called once each seed has trained, before ``after_seed``. ``average_checkpoints``: see :func:`run_pipeline`.
     """
 
     seeds = list(seeds or study.run_seeds)
@@ -608,7 +696,8 @@ def run_seeds(
 
     if len(seeds) == 1:
         results.append(run_pipeline(study, trial, pm, data, seed=seeds[0], save_to=save_to,
-                                    evaluate_test=evaluate_test, progress=progress, keep_model=keep_for(seeds[0])))
+                                    evaluate_test=evaluate_test, progress=progress, keep_model=keep_for(seeds[0]),
+                                    average_checkpoints=average_checkpoints))
         if after_run is not None:
             after_run(seeds[0], results[-1])
     else:
@@ -617,7 +706,8 @@ def run_seeds(
         for index, seed in enumerate(seeds):
             replay = optuna.trial.FixedTrial(params, number=number)
             results.append(run_pipeline(study, replay, pm, data, seed=seed, save_to=save_to if index == 0 else None,
-                                        evaluate_test=evaluate_test, progress=progress, keep_model=keep_for(seed)))
+                                        evaluate_test=evaluate_test, progress=progress, keep_model=keep_for(seed),
+                                        average_checkpoints=average_checkpoints))
             if after_run is not None:
                 after_run(seed, results[-1])
             if after_seed is not None:

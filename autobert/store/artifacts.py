@@ -31,6 +31,8 @@ from autobert.store.record import TrialRecord
 
 #: The probabilities' file name in the store (the dashboard shows it).
 PROBABILITIES = "validation-probabilities-seed-{seed}.npy"
+#: The run's weights averaged over its last checkpoints (``combine.kind: checkpoints``), scored on validation.
+AVERAGED = "validation-probabilities-seed-{seed}-checkpoints.npy"
 WEIGHTS = "model-seed-{seed}.zip"
 
 
@@ -57,13 +59,23 @@ def _upload(store: FileSystemArtifactStore, trial: optuna.Trial, name: str, writ
 
 
 def save_probabilities(store: FileSystemArtifactStore, trial: Any, seed: int, probabilities: np.ndarray,
-                       fingerprint: str | None) -> None:
-    """Store one run's validation probabilities (rows x classes) with the trial and name them in its record."""
-    array = np.asarray(probabilities, dtype=np.float64)  # as the run computed them: a replay mixes the same numbers
-    artifact = _upload(store, trial, PROBABILITIES.format(seed=seed), lambda path: np.save(path, array))
+                       fingerprint: str | None, *, averaged: np.ndarray | None = None,
+                       checkpoints: int | None = None) -> None:
+    """Store one run's validation probabilities (rows x classes) with the trial and name them in its record.
+
+    ``averaged``: those of the run's weights averaged over its last ``checkpoints`` checkpoints, stored beside
+    them (the entry's ``checkpoints`` key names both) in the same write of the record.
+    """
+    def upload(name: str, values: np.ndarray) -> str:
+        array = np.asarray(values, dtype=np.float64)  # as the run computed them: a replay mixes the same numbers
+        return _upload(store, trial, name.format(seed=seed), lambda path: np.save(path, array))
+
+    entry = {"artifact": upload(PROBABILITIES, probabilities), "fingerprint": fingerprint,
+             "rows": int(np.shape(probabilities)[0]), "classes": int(np.shape(probabilities)[1])}
+    if averaged is not None:
+        entry["checkpoints"] = {"artifact": upload(AVERAGED, averaged), "count": int(checkpoints or 0)}
     stored = dict(TrialRecord.from_trial(trial).predictions or {})
-    stored[str(seed)] = {"artifact": artifact, "fingerprint": fingerprint, "rows": int(array.shape[0]),
-                         "classes": int(array.shape[1])}
+    stored[str(seed)] = entry
     record.store(trial, predictions=stored)
 
 
@@ -83,7 +95,8 @@ def save_weights(store: FileSystemArtifactStore, trial: Any, seed: int, folder: 
 
 
 def load_probabilities(store: FileSystemArtifactStore, entry: dict[str, Any]) -> np.ndarray:
-    """A run's stored probabilities (``entry`` is its :attr:`TrialRecord.predictions` value)."""
+    """A run's stored probabilities (``entry`` is its :attr:`TrialRecord.predictions` value, or that value's
+    ``checkpoints`` entry for the averaged model's)."""
     with store.open_reader(entry["artifact"]) as reader:
         return np.load(io.BytesIO(reader.read()))
 
@@ -122,4 +135,4 @@ def kept_weights(store: FileSystemArtifactStore, trial: Any) -> dict[str, str]:
 
 
 __all__ = ["artifact_store", "save_probabilities", "save_weights", "load_probabilities", "unpack_weights",
-           "drop_weights", "kept_weights", "PROBABILITIES", "WEIGHTS"]
+           "drop_weights", "kept_weights", "PROBABILITIES", "AVERAGED", "WEIGHTS"]

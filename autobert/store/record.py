@@ -86,6 +86,7 @@ class TrialRecord:
     metrics: dict[str, float] | None = None
     #: ``{"seed": {"artifact", "fingerprint", "rows", "classes"}}``: each run's validation probabilities, stored in
     #: the study's artifact store (autobert.store.artifacts); rows in the order of the data fingerprint's split.
+    #: With ``checkpoints: {"artifact", "count"}``, also those of its weights averaged over its last checkpoints.
     predictions: dict[str, dict[str, Any]] | None = None
     #: ``{"seed": artifact id}``: the runs whose trained weights are kept (for soups); an id removed when the run
     #: fell out of the kept ones is left out.

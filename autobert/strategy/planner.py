@@ -8,7 +8,9 @@ re-running the best ``finalists.top`` recipes on seeds the search has not
 used. Finalist runs are ordinary trials, enqueued with the recipe's
 parameters and the user attributes ``finalist_of`` (the trial they re-run)
 and ``finalist_seed``; the winner is the finalist with the best mean over the
-fresh seeds (:func:`winner`), not the luckiest single run.
+fresh seeds (:func:`winner`), not the luckiest single run. The finalists
+end early enough to leave the combination step its time
+(:meth:`Planner.combination_seconds`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from autobert.config.settings import declared_settings, resolve_settings
 MAX_SKIPS_IN_A_ROW = 30
 #: At most this many fresh seeds per finalist.
 MAX_FINALIST_SEEDS = 5
+#: Loading one stored model for a soup (unpacking it from the artifact store), in the combination step's forecast.
+MODEL_LOAD_SECONDS = 2.0
 
 
 def is_finalist(trial: optuna.trial.FrozenTrial) -> bool:
@@ -190,13 +194,31 @@ class Planner:
 
     # -- admission ----------------------------------------------------------
 
+    def combination_seconds(self) -> float:
+        """What the combination step at the budget's end is predicted to take; the finalists leave it that time.
+
+        Ensembles and checkpoint averages are arithmetic on stored probabilities; soups are scored: up to
+        ``combine.members`` + 1 of them, each a model load and a validation pass (the slowest evaluation a
+        completed search trial measured). 0 where no soup is scored, or no trial has measured a pass yet.
+        """
+        combine = self.study.combine
+        if combine.kind not in ("auto", "soup") or combine.weights_kept <= 0:
+            return 0.0
+        passes = [(TrialRecord.from_trial(t).metrics or {}).get("runtime") for t in search_trials(self.opened)]
+        passes = [p for p in passes if isinstance(p, (int, float))]
+        return (combine.members + 1) * (max(passes) + MODEL_LOAD_SECONDS) if passes else 0.0
+
+    def finalist_deadline(self) -> float | None:
+        """When finalist runs must have ended: the budget's end, less the combination step's time."""
+        return None if self.deadline is None else self.deadline - self.combination_seconds()
+
     def cap(self, finalist: bool = False) -> float:
         """The most a trial starting now may be predicted to cost (``inf`` without a time budget)."""
         if self.deadline is None:
             return math.inf
         now = time.monotonic()
         if finalist:
-            return self.deadline - now
+            return self.finalist_deadline() - now
         best = ranked_search_trials(self.opened)
         incumbent = TrialRecord.from_trial(best[0]).seconds if best else None
         return budget.admission_cap(self.main_budget, self.main_deadline - now, incumbent)
@@ -294,7 +316,7 @@ class Planner:
         return self._declared, self._knobs, self._effective
 
     def clock(self, prediction: Prediction | None, finalist: bool) -> Clock:
-        deadline = self.deadline if finalist else self.main_deadline
+        deadline = self.finalist_deadline() if finalist else self.main_deadline
         return Clock(deadline=deadline, predicted=prediction.seconds if prediction else None)
 
     # -- the main phase's stop rule (an Optuna callback) ---------------------

@@ -10,7 +10,10 @@ module builds the candidates from them:
 - ``soup``: the weights averaged over runs that share an architecture: the
   best recipe's runs (``uniform``, a seed soup) and Wortsman et al.'s
   ``greedy`` soup over every run whose weights were kept. A soup is one model
-  at the inference cost of one.
+  at the inference cost of one;
+- ``checkpoints``: each of the best recipe's runs averaged over its own last
+  ``combine.checkpoints`` checkpoints while it trained
+  (:class:`autobert.run.pipeline.TailAverage`): one model, no extra training.
 
 **Not fooling ourselves.** The validation rows are split in two fixed halves
 (:func:`autobert.strategy.combine.halves`): members and weights are chosen
@@ -65,6 +68,8 @@ class Run:
     value: float        # its validation value, as the trial recorded it
     probabilities: np.ndarray
     weights: str | None  # the artifact id of its saved model, when kept
+    averaged: np.ndarray | None = None  # its weights averaged over its last checkpoints: their probabilities
+    checkpoints: int = 0                # how many checkpoints that average took
 
     @property
     def key(self) -> str:
@@ -90,9 +95,16 @@ def stored_runs(study: StudyConfig, opened: optuna.Study, data: TaskData) -> lis
                 probabilities = artifacts.load_probabilities(store, entry)
             except (OSError, ValueError, KeyError):
                 continue  # its file is gone (a store moved or cleaned by hand): the run cannot take part
+            averaged, count = None, 0
+            if entry.get("checkpoints"):
+                try:
+                    averaged = artifacts.load_probabilities(store, entry["checkpoints"])
+                    count = int(entry["checkpoints"].get("count") or 0)
+                except (OSError, ValueError, KeyError):
+                    pass  # the run takes part without its average
             recipe = int(stored.finalist_of) if stored.finalist_of is not None else trial.number
             runs.append(Run(trial.number, int(seed), recipe, dict(trial.params), float(value), probabilities,
-                            weights.get(seed)))
+                            weights.get(seed), averaged, count))
     maximize = opened.direction == optuna.study.StudyDirection.MAXIMIZE
     runs.sort(key=lambda r: (r.value, -r.trial, -r.seed), reverse=maximize)
     return runs
@@ -160,7 +172,8 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
     """Build the candidates from the stored runs and choose (see the module's docstring); None: nothing to combine.
 
     Returns what :attr:`StudyRecord.combination` stores: ``kind`` (``ensemble``,
-    ``soup`` or ``none``), ``variant``, ``members`` (each ``{trial, seed,
+    ``soup``, ``checkpoints`` or ``none``), ``variant``, ``checkpoints`` (how
+    many, for that kind), ``members`` (each ``{trial, seed,
     recipe, weight, value, params}``), ``value`` (on all the validation rows),
     ``single`` (the best recipe's trial and mean value over its runs),
     ``holdout`` (the check on half B), ``candidates``, ``reason`` and
@@ -237,10 +250,20 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
             if soups.skipped:
                 say(f"combination: {soups.skipped}")
 
+    # -- checkpoints: the best recipe's runs, each averaged over its own last checkpoints (one model) --
+    averaged = [r for r in single_runs if r.averaged is not None]
+    if wanted in ("auto", "checkpoints") and averaged:
+        # Run by run against the same runs' last weights (a paired gain); `autobert train` replays the best run's.
+        paired = float(np.mean([on(half_b, r.averaged) - on(half_b, r.probabilities) for r in averaged]))
+        candidates.append({"kind": "checkpoints", "variant": f"last {averaged[0].checkpoints}",
+                           "checkpoints": averaged[0].checkpoints, "members": [_member(averaged[0], 1.0)],
+                           "probabilities": averaged[0].averaged, "holdout": single["holdout"] + paired,
+                           "value": on(every, averaged[0].averaged)})
+
     for candidate in candidates:
         candidate["gain"] = sign * (candidate["holdout"] - single["holdout"])
-    # The best on the held-out half; a soup first where they tie (one model to serve instead of several).
-    candidates.sort(key=lambda c: (c["gain"], c["kind"] == "soup"), reverse=True)
+    # The best on the held-out half; one model (a soup, an average) first where they tie, instead of several.
+    candidates.sort(key=lambda c: (c["gain"], c["kind"] != "ensemble"), reverse=True)
     chosen = next((c for c in candidates if wanted in ("auto", c["kind"])), None)
     if len(single_b) > 1:
         noise_text = f"{noise:.4f}"
@@ -266,6 +289,7 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
         "kind": chosen["kind"] if chosen else "none",
         "variant": chosen["variant"] if chosen else None,
         "members": chosen["members"] if chosen else [],
+        **({"checkpoints": chosen["checkpoints"]} if chosen and chosen["kind"] == "checkpoints" else {}),
         "value": chosen["value"] if chosen else single["value"],
         "single": single,
         "holdout": {"rows": int(len(half_b)), "noise": noise,
@@ -305,7 +329,9 @@ def describe(combination: dict[str, Any] | None, metric: str) -> str:
     if combination["kind"] == "none":
         return f"combination: none; {combination['reason']}"
     members = combination["members"]
-    return (f"combination: {combination['kind']} ({combination['variant']}) of {len(members)} runs, {metric} "
+    what = (f"{len(members)} runs" if combination["kind"] != "checkpoints"
+            else f"trial {members[0]['trial']}'s run on seed {members[0]['seed']}")
+    return (f"combination: {combination['kind']} ({combination['variant']}) of {what}, {metric} "
             f"{combination['value']:.4f} on validation (single recipe {combination['single']['value']:.4f}); "
             f"{combination['reason']}")
 

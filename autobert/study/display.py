@@ -113,7 +113,8 @@ def _combination_row(combination: dict[str, Any], columns: int) -> list[str]:
     else:
         runs = ", ".join(f"{m['trial']}/seed {m['seed']}" + (f" x{m['weight']:.2f}" if combination["kind"] == "ensemble"
                                                               else "") for m in members)
-        what = f"[bold]combined: {combination['kind']} ({combination['variant']})[/] of {len(members)} runs: {runs}\n" \
+        many = f"{len(members)} run{'s' if len(members) > 1 else ''}"
+        what = f"[bold]combined: {combination['kind']} ({combination['variant']})[/] of {many}: {runs}\n" \
                f"[dim]{combination['reason']}[/]"
         value = f"{combination['value']:.4f}"
     cells = ["★", combination["kind"], value] + [""] * (columns - 4) + [what]

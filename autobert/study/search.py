@@ -261,6 +261,7 @@ def make_objective(
                     study, trial, pm, data, seeds=run_seeds_, progress=progress,
                     after_seed=lambda index, seed, results: after_seed(trial, index, seed, results),
                     keep_model=keeper.keep_model if keeper else None, after_run=keeper.after_run if keeper else None,
+                    average_checkpoints=study.combine.averages_checkpoints,
                 )
         except clock.TrialStopped as exc:
             record.store(trial, stopped_reason=str(exc), pruned_reason=str(exc))
@@ -328,7 +329,10 @@ class _Keeper:
 
     def after_run(self, seed: int, result: TrialResult) -> None:
         if result.probabilities is not None:
-            artifacts.save_probabilities(self.store, self.trial, seed, result.probabilities, self.fingerprint)
+            averaged = result.averaged
+            artifacts.save_probabilities(self.store, self.trial, seed, result.probabilities, self.fingerprint,
+                                         averaged=None if averaged is None else averaged.probabilities,
+                                         checkpoints=None if averaged is None else averaged.checkpoints)
 
     def finish(self, value: float) -> None:
         """Store the runs' weights when the trial is a finalist run or among the best ``keep_weights`` trials."""
@@ -547,8 +551,9 @@ def frozen_config(study: StudyConfig, pm: PluginManager, data: TaskData, trial: 
     if finalist_rows:
         raw["provenance"]["finalists"] = finalist_rows
     if combination and combination.get("kind") not in (None, "none"):
-        raw["provenance"]["combination"] = {k: combination[k] for k in ("kind", "variant", "members", "value",
-                                                                         "single", "holdout", "reason")}
+        raw["provenance"]["combination"] = {k: combination[k] for k in ("kind", "variant", "checkpoints", "members",
+                                                                         "value", "single", "holdout", "reason")
+                                            if k in combination}
         raw["provenance"]["recipe"]["provenance.combination"] = (
             "sha256:" + cache_key(combination_contract(raw["provenance"]["combination"]), 8))
     return FrozenConfig.model_validate({**raw, "base_dir": Path(where).resolve()})

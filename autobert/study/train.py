@@ -145,6 +145,10 @@ def member_recipe(frozen: FrozenConfig, params: dict[str, Any]) -> FrozenConfig:
     return frozen.model_copy(update={"techniques": sections, "provenance": provenance})
 
 
+#: The combination kinds ``autobert train`` builds (``none`` is the single recipe).
+KINDS = ("soup", "ensemble", "checkpoints")
+
+
 @dataclass(frozen=True)
 class TrainedMember:
     trial: int
@@ -193,6 +197,7 @@ class TrainedCombination:
             "value": self.value, "search_value": combination.get("value"),
             "single_search_value": (combination.get("single") or {}).get("value"),
             "seconds": round(self.seconds, 2), "seed_offsets": self.offsets,
+            **({"checkpoints": combination.get("checkpoints")} if self.kind == "checkpoints" else {}),
             "members": [{"trial": m.trial, "seed": m.seed, "weight": m.weight, "validation": m.result.metrics,
                          "test": m.result.test_metrics, "seconds": round(m.result.seconds, 2)}
                         for m in self.members[first]],
@@ -220,7 +225,9 @@ def train_combination(frozen: FrozenConfig, pm: PluginManager, data: TaskData, *
     Each member is its recipe on its seed plus the offset (offset 0, the
     default, is the members' own seeds: the exact replay of what the search
     scored). An ensemble's value is the weighted average of its members'
-    probabilities; a soup's is its averaged weights' own predictions. The
+    probabilities; a soup's is its averaged weights' own predictions, and so
+    is ``checkpoints``' (its one member's weights averaged over its last
+    checkpoints while it trains). The
     first offset's combination is saved to ``output``: a soup as one plain
     checkpoint, an ensemble as one folder whose model averages its members
     (``trust_remote_code=True``), with ``metrics.json`` and ``autobert.yaml``.
@@ -231,7 +238,7 @@ def train_combination(frozen: FrozenConfig, pm: PluginManager, data: TaskData, *
     from autobert.run.inference import inference_ms_per_1000, load_classifier, model_size_bytes
 
     combination = frozen.provenance.combination
-    if not combination or combination.get("kind") not in ("soup", "ensemble"):
+    if not combination or combination.get("kind") not in KINDS:
         raise AutobertError(f"{frozen.name}: the recipe records no combination to train; train it with --single")
     if output is not None:
         check_output(output)
@@ -249,9 +256,12 @@ def train_combination(frozen: FrozenConfig, pm: PluginManager, data: TaskData, *
                 recipe = member_recipe(frozen, member["params"])
                 seed = int(member["seed"]) + offset
                 folder = Path(scratch) / f"offset-{offset}-member-{index}"
+                saved = folder if kind == "soup" or offset == offsets[0] else None
                 result = run_pipeline(recipe, FixedTrial(dict(member["params"]), number=int(member["trial"])), pm,
                                       data, seed=seed, evaluate_test=True, progress=progress,
-                                      save_to=folder if kind == "soup" or offset == offsets[0] else None)
+                                      save_to=saved if kind != "checkpoints" else None,
+                                      average_checkpoints=int(combination.get("checkpoints") or 0),
+                                      save_averaged_to=saved if kind == "checkpoints" else None)
                 runs.append(TrainedMember(int(member["trial"]), seed, float(member["weight"]), result))
                 folders.append(folder)
             trained[offset] = runs
@@ -263,12 +273,20 @@ def train_combination(frozen: FrozenConfig, pm: PluginManager, data: TaskData, *
                     if split in labels:
                         mixed = None if any(a is None for a in arrays) else mix(arrays, weights)
                         scores[offset][split] = _scores(pm, mixed, labels[split])
+            elif kind == "checkpoints":
+                averaged = runs[0].result.averaged
+                if averaged is None:
+                    raise AutobertError(f"{frozen.name}: the run took no checkpoint to average; train it with --single")
+                scores[offset] = {"validation": _scores(pm, averaged.probabilities, labels["validation"]),
+                                  "test": _scores(pm, averaged.test_probabilities, labels["test"])
+                                  if "test" in labels else None}
             else:
                 scores[offset] = _soup_scores(frozen, pm, data, members[0]["params"], folders, labels,
                                               Path(scratch) / f"offset-{offset}-soup")
             scores[offset].setdefault("test", None)
             if offset == offsets[0] and output is not None:
-                _save_combination(kind, folders, weights, Path(scratch) / f"offset-{offset}-soup", output)
+                one_model = folders[0] if kind == "checkpoints" else Path(scratch) / f"offset-{offset}-soup"
+                _save_combination(kind, folders, weights, one_model, output)
         seconds = time.perf_counter() - start
         if output is not None:
             classifier = load_classifier(output)
@@ -295,14 +313,15 @@ def _soup_scores(frozen: FrozenConfig, pm: PluginManager, data: TaskData, params
             for split in ("validation", "test") if split in data.splits}
 
 
-def _save_combination(kind: str, folders: list[Path], weights: list[float], soup_folder: Path, output: Path) -> None:
-    """Move the combined model into ``output``: the soup's checkpoint, or the ensemble built from the members."""
+def _save_combination(kind: str, folders: list[Path], weights: list[float], one_model: Path, output: Path) -> None:
+    """Move the combined model into ``output``: the soup's or the averaged run's checkpoint (``one_model``), or the
+    ensemble built from the members."""
     from autobert.heads import build_ensemble
     from autobert.run.inference import load_classifier
 
     def write(staging: Path) -> None:
-        if kind == "soup":
-            for item in soup_folder.iterdir():
+        if kind != "ensemble":
+            for item in one_model.iterdir():
                 shutil.copy2(item, staging / item.name) if item.is_file() else shutil.copytree(item, staging / item.name)
             return
         loaded = [load_classifier(folder) for folder in folders]
@@ -324,4 +343,5 @@ def _write_beside(output: Path, frozen: FrozenConfig, metrics: dict[str, Any]) -
                             ) from None
 
 
-__all__ = ["TrainedRecipe", "train_frozen", "check_output", "TrainedCombination", "train_combination", "member_recipe"]
+__all__ = ["TrainedRecipe", "train_frozen", "check_output", "TrainedCombination", "train_combination", "member_recipe",
+           "KINDS"]

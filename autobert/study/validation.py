@@ -431,10 +431,14 @@ def recipe_hashes(config: StudyConfig, pm: PluginManager, params: Mapping[str, A
 
 
 def combination_contract(combination: Mapping[str, Any]) -> dict[str, Any]:
-    """What of a combination changes what ``autobert train`` builds: its kind and each member's recipe, seed, weight."""
-    return {"kind": combination.get("kind"),
-            "members": [{"params": dict(sorted((m.get("params") or {}).items())), "seed": m.get("seed"),
-                         "weight": m.get("weight")} for m in combination.get("members") or []]}
+    """What of a combination changes what ``autobert train`` builds: its kind, each member's recipe, seed and weight,
+    and the checkpoints averaged."""
+    contract = {"kind": combination.get("kind"),
+                "members": [{"params": dict(sorted((m.get("params") or {}).items())), "seed": m.get("seed"),
+                             "weight": m.get("weight")} for m in combination.get("members") or []]}
+    if combination.get("checkpoints") is not None:  # the checkpoints kind: how many it averages
+        contract["checkpoints"] = combination["checkpoints"]
+    return contract
 
 
 def provenance_of(config: StudyConfig, pm: PluginManager, data: TaskData, params: Mapping[str, Any], *,
