@@ -19,11 +19,12 @@ module builds the candidates from them:
 (:func:`autobert.strategy.combine.halves`): members and weights are chosen
 on half A, and the candidate is scored on half B against the best single
 recipe's runs on the same rows. ``combine.kind: auto`` keeps a combination
-only where that held-out gain is larger than the seed noise (the standard
-deviation of the best recipe's runs on half B; the finalists ran it on seeds
-the search never saw; with one run of it, the gain's bootstrap standard
-deviation over the half-B rows stands in). The chosen kind's members are then chosen again on all
-the rows, which is what ``autobert train`` replays.
+only where that held-out gain is larger than the noise: the larger of the
+seed noise (the standard deviation of the best recipe's runs on half B; the
+finalists ran it on seeds the search never saw) and the gain's bootstrap
+standard deviation over the half-B rows (how much it moves with which rows
+were held out). The chosen kind's members are then chosen again on all the
+rows, which is what ``autobert train`` replays.
 
 The result is stored with the study (:attr:`StudyRecord.combination`) in one
 write, with the runs it was built from: a study killed during this step, or
@@ -206,7 +207,7 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
     single = {"trial": best.number, "runs": len(single_runs),
               "value": float(np.mean([on(every, r.probabilities) for r in single_runs])),
               "holdout": float(np.mean(single_b))}
-    noise = float(np.std(single_b, ddof=1)) if len(single_b) > 1 else 0.0
+    seed_noise = float(np.std(single_b, ddof=1)) if len(single_b) > 1 else None
     library = [r.probabilities for r in runs]
     candidates: list[dict[str, Any]] = []
 
@@ -265,25 +266,28 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
     # The best on the held-out half; one model (a soup, an average) first where they tie, instead of several.
     candidates.sort(key=lambda c: (c["gain"], c["kind"] != "ensemble"), reverse=True)
     chosen = next((c for c in candidates if wanted in ("auto", c["kind"])), None)
-    if len(single_b) > 1:
-        noise_text = f"{noise:.4f}"
-    elif chosen is not None:
-        # One run of the best recipe: no seed noise to measure. How much the gain moves with the rows held out
-        # (a bootstrap over them) stands in for it.
-        noise = arithmetic.bootstrap_std(chosen["probabilities"], [r.probabilities for r in single_runs], labels,
-                                         half_b, metric)
-        noise_text = f"{noise:.4f} (one run of the best recipe: the gain's bootstrap standard deviation over the " \
-                     "held-out rows stands in for the seed noise)"
+    # Two noises, and the gain must clear the larger: the seed noise (how much one run of the best recipe moves by
+    # luck; from two or three runs a loose estimate, sometimes near 0 by chance) and the gain's bootstrap standard
+    # deviation over the held-out rows (how much it moves with which rows were held out).
+    bootstrap = (arithmetic.bootstrap_std(chosen["probabilities"], [r.probabilities for r in single_runs], labels,
+                                          half_b, metric) if chosen is not None else None)
+    noise_from = "seeds" if seed_noise is not None and seed_noise >= (bootstrap or 0.0) else "bootstrap"
+    noise = (seed_noise if noise_from == "seeds" else bootstrap) or 0.0
+    noise_text = (f"{noise:.4f}, the " + ("seed noise of the best recipe's runs" if noise_from == "seeds" else
+                                           "gain's bootstrap standard deviation over the held-out rows")
+                  + (f"; the other was {bootstrap:.4f}" if noise_from == "seeds" and bootstrap is not None else
+                     f"; the other was {seed_noise:.4f}" if seed_noise is not None else
+                     "; one run of the best recipe, so no seed noise"))
     if chosen is None:
         reason = (f"no {wanted if wanted != 'auto' else 'combination'} could be made from {len(runs)} stored run(s)"
                   + ("" if with_weights else "; no run kept its weights, so no soup"))
     elif wanted == "auto" and not chosen["gain"] > noise:
         reason = (f"the best combination ({chosen['kind']}, {chosen['variant']}) gained {chosen['gain']:+.4f} on the "
-                  f"held-out half, not more than the seed noise {noise_text}: the single recipe is kept")
+                  f"held-out half, not more than the noise ({noise_text}): the single recipe is kept")
         chosen = None
     else:
         reason = (f"{chosen['kind']} ({chosen['variant']}) gained {chosen['gain']:+.4f} {study.metric} on the held-out "
-                  f"half of the validation rows (seed noise {noise_text})"
+                  f"half of the validation rows (noise {noise_text})"
                   + (" (asked for by combine.kind)" if wanted != "auto" else ""))
     result = {
         "kind": chosen["kind"] if chosen else "none",
@@ -292,9 +296,9 @@ def combine(study: StudyConfig, pm: PluginManager, data: TaskData, opened: optun
         **({"checkpoints": chosen["checkpoints"]} if chosen and chosen["kind"] == "checkpoints" else {}),
         "value": chosen["value"] if chosen else single["value"],
         "single": single,
-        "holdout": {"rows": int(len(half_b)), "noise": noise,
+        "holdout": {"rows": int(len(half_b)), "noise": noise, "seed_noise": seed_noise, "bootstrap_noise": bootstrap,
                     "gain": chosen["gain"] if chosen else (candidates[0]["gain"] if candidates else 0.0),
-                    "noise_from": "seeds" if len(single_b) > 1 else "bootstrap"},
+                    "noise_from": noise_from},
         "candidates": [{k: c[k] for k in ("kind", "variant", "value", "holdout", "gain")} | {"members": len(c["members"])}
                        for c in candidates],
         "reason": reason,
