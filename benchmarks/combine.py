@@ -38,6 +38,8 @@ search_strategy.PORTFOLIO_STORAGE = f"journal:///{ROOT / 'docs' / 'benchmarks' /
 CELLS = ROOT / "docs" / "benchmarks" / "combine-cells"
 HP_CELLS = ROOT / "docs" / "benchmarks" / "search_strategy-cells"
 REPORT = ROOT / "docs" / "benchmarks" / "combine.md"
+# Trainer.hyperparameter_search's winner souped / ensembled over seeds (benchmarks/hp_combined.py).
+HP_COMBINED_CELLS = ROOT / "docs" / "benchmarks" / "combine-hp-cells"
 
 
 def run_cell(task: str, budget: float, seeds: list[int], train_rows: int, size: int) -> dict:
@@ -111,10 +113,29 @@ def cmd_redecide(args) -> int:
                            folder.parent, folder.name, warm_start="none", budget={"timeout": args.budget})
     study = StudyConfig.model_validate({**study.model_dump(), "base_dir": folder.parent})
     opened = optuna.load_study(study_name=folder.name, storage=study.storage_url)
-    result = combine(study, get_plugin_manager(disable=study.disable), load_task_data(study), opened)
+    pm, data = get_plugin_manager(disable=study.disable), load_task_data(study)
+    result = combine(study, pm, data, opened)
     row["final_rule"] = {k: result[k] for k in ("kind", "variant", "holdout", "reason")}
-    path.write_text(json.dumps(row, indent=1) + "\n")
+    row["final_rule"]["members"] = [{k: m[k] for k in ("trial", "seed", "weight", "value")} for m in result["members"]]
     print(f"{args.task} {int(args.budget)}: {result['kind']}; {result['reason']}")
+    if args.retrain and result["kind"] != "none" and row["final_rule"]["members"] != row["members"]:
+        # Another combination than the cell trained: train it on the same fresh seeds (as offsets), as `run` does.
+        from autobert.strategy.planner import finalists
+        from autobert.study.search import best_trial, frozen_config
+        from autobert.study.train import train_combination
+
+        frozen = frozen_config(study, pm, data, best_trial(opened), folder, finalists(opened), result)
+        with tempfile.TemporaryDirectory(prefix="combined-", dir=folder.parent) as out:
+            start = time.perf_counter()
+            trained = train_combination(frozen, pm, data, offsets=row["seeds"], output=Path(out))
+            row["final_rule"]["combined"] = {
+                "test": [trained.scores[o]["test"]["accuracy"] for o in row["seeds"]],
+                "validation": [trained.scores[o]["validation"]["accuracy"] for o in row["seeds"]],
+                "seconds": time.perf_counter() - start, "date": date.today().isoformat(),
+                "inference_ms_per_1000": trained.metrics.get("inference_ms_per_1000"),
+                "size_bytes": trained.metrics.get("size_bytes")}
+        print(f"  re-trained on seeds {row['seeds']}: test {_ms(row['final_rule']['combined']['test'])}")
+    path.write_text(json.dumps(row, indent=1) + "\n")
     return 0
 
 
@@ -134,12 +155,33 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _final_rule_note(c: dict, chosen: str) -> str:
+    """What the rule as shipped (``redecide``) changed in a cell's choice, for the table's last column."""
+    final = c.get("final_rule") or {}
+    if not final or (final["kind"] == chosen and final.get("members", c["members"]) == c["members"]):
+        return ""
+    noise = final["holdout"]
+    why = (f"noise {100 * noise['noise']:.2f} points from the {'seeds' if noise.get('noise_from') == 'seeds' else 'rows'}"
+           f", gain {100 * noise['gain']:+.2f}")
+    as_run = f"the {chosen} as run scored {_ms(c['combined']['test'])}" if chosen != "none" else ""
+    if final["kind"] == "none":
+        return f"; the final rule keeps the single recipe ({why}): the column shows it, {as_run}"
+    picked = f"{final['kind']} ({final['variant']}) of {len(final.get('members') or [])} runs"
+    if final.get("combined"):
+        return f"; the final rule chooses the {picked} ({why}), re-trained on the same seeds: the column shows it" + \
+               (f", {as_run}" if as_run else "")
+    return f"; the final rule would choose the {picked} ({why}), not re-trained: the column shows what ran"
+
+
 def combined_test(c: dict) -> list[float]:
     """The combined arm's test values under the final rule: where the rule now keeps the single recipe (the cell ran
-    before the rule changed; see ``redecide``), the single recipe's."""
+    before the rule changed; see ``redecide``), the single recipe's; where it chose another combination, that one
+    re-trained on the same fresh seeds (``redecide --retrain``)."""
     final = c.get("final_rule") or {}
     if final.get("kind") == "none" and c["combination"].get("kind") not in (None, "none"):
         return c["single"]["test"]
+    if final.get("combined"):
+        return final["combined"]["test"]
     return c["combined"]["test"]
 
 
@@ -153,8 +195,77 @@ def _diff(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return t_interval([100 * (x - y) for x, y in zip(a, b)])
 
 
+def _pooled(values: list[float], tasks: list[str], without_sst5: bool) -> str:
+    """The overall cell of a paired-difference row: mean and 95 % t interval over task × seed pairs."""
+    _, low, high = t_interval(values)
+    text = f"**{statistics.mean(values):+.2f}** [{low:+.2f}, {high:+.2f}]"
+    without = [d for d, task in zip(values, tasks) if task != "sst5"]
+    if without_sst5 and 1 < len(without) < len(values):
+        _, low, high = t_interval(without)
+        text += f"; without sst5 {statistics.mean(without):+.2f} [{low:+.2f}, {high:+.2f}]"
+    return text
+
+
+def hp_combined_section(budget: float, rows: list[dict], hp_cells: dict) -> list[str]:
+    """The tables of ``Trainer.hyperparameter_search``'s winner souped and ensembled over seeds at one budget
+    (``benchmarks/hp_combined.py``'s cells), against its single model and autobert's combination."""
+    here = [hp_cells[key] for key in sorted(hp_cells) if key[1] == budget]
+    if not here:
+        return []
+    ours = {c["task"]: c for c in rows}
+    m = sorted({h["members"] for h in here})
+    members = "/".join(map(str, m))
+    lines = ["", f"### Trainer.hyperparameter_search's winner, souped / ensembled (M={members} seeds)", "",
+             "Test accuracy (%, mean ± std over the fresh seeds). *Single* is the first member re-trained here (the "
+             "search arm's own model for that fresh seed; *reproduced* counts the seeds whose test and validation accuracy "
+             "equal the stored cell's: the same model); *souped* averages the M members' weights, *ensembled* their "
+             "probabilities. Inference times are one core's, measured once per cell while other work shared the "
+             "core: compare them within a row.", "",
+             "| task | hyperparameter_search, stored | single, re-trained here (reproduced) | souped | ensembled | "
+             "autobert, combined | ms per 1,000 sentences, soup / ensemble (one core) | MB, soup / ensemble | "
+             "train s (all members, all seeds) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for h in here:
+        n = len(h["seeds"])
+        stored = [t for t in h["hp_test"] if t is not None]
+        task = h["task"] + (f" (recipe of {h['same_recipe_as']}: its models)" if h.get("same_recipe_as") else "")
+        cost = h.get("cost") or {}
+        ms = " / ".join(f"{cost[k]['inference_ms_per_1000']:,.0f}" if k in cost else "—" for k in ("soup", "ensemble"))
+        size = " / ".join(f"{cost[k]['size_bytes'] / 1e6:.0f}" if k in cost else "—" for k in ("soup", "ensemble"))
+        lines.append(f"| {task} | {_ms(stored) if stored else '—'} | {_ms(h['single']['test'])} "
+                     f"({sum(h['reproduced'])} of {n}) | {_ms(h['soup']['test'])} | {_ms(h['ensemble']['test'])} | "
+                     f"{_ms(combined_test(ours[h['task']])) if h['task'] in ours else 'not run'} | {ms} | {size} | "
+                     f"{h['train_seconds']:.0f} |")
+    lines += ["", "Paired differences (test, points; per task a 95 % t interval over the fresh seeds, overall over "
+              "task × seed pairs; the autobert rows over the tasks where both cells exist):", "",
+              "| comparison | per task | overall |", "|---|---|---:|"]
+    comparisons = (("soup", None, "hyperparameter_search souped − its single"),
+                   ("ensemble", None, "hyperparameter_search ensembled − its single"),
+                   (None, "soup", "autobert combined − hyperparameter_search souped"),
+                   (None, "ensemble", "autobert combined − hyperparameter_search ensembled"))
+    for hp_arm, against, label in comparisons:
+        per_task, values, tasks = [], [], []
+        for h in here:
+            n = len(h["seeds"])
+            if hp_arm:
+                a, b = h[hp_arm]["test"], h["single"]["test"]
+            elif h["task"] in ours and ours[h["task"]]["seeds"][:n] == h["seeds"]:
+                a, b = combined_test(ours[h["task"]])[:n], h[against]["test"]
+            else:
+                continue
+            mean, low, high = _diff(a, b)
+            per_task.append(f"{h['task']} {mean:+.2f} [{low:+.1f}, {high:+.1f}]")
+            values += [100 * (x - y) for x, y in zip(a, b)]
+            tasks += [h["task"]] * n
+        if values:
+            lines.append(f"| {label} | {'; '.join(per_task)} | {_pooled(values, tasks, hp_arm is None)} |")
+    return lines
+
+
 def cmd_report(args) -> int:
     cells = [json.loads(p.read_text()) for p in sorted(CELLS.glob("*.json"))]
+    hp_cells = {(h["task"], h["budget"]): h
+                for h in (json.loads(p.read_text()) for p in sorted(HP_COMBINED_CELLS.glob("*.json")))}
     if not cells:
         print("no cells yet: run `python benchmarks/combine.py run --task T --budget B` first")
         return 1
@@ -167,7 +278,18 @@ def cmd_report(args) -> int:
              f"(winners only). Encoder all-MiniLM-L6-v2, max length 64. Fresh seeds: {cells[0]['seeds']}.",
              "The `Trainer.hyperparameter_search` column is `search_strategy.py`'s stored cell for the same task, "
              "sample and budget (run on 2026-12-02, optuna 5.0.0), on the same fresh seeds; it was not run again.",
-             "Command per cell: `" + cells[0]["command"] + "`; report: `python benchmarks/combine.py report`.", ""]
+             "Command per cell: `" + cells[0]["command"] + "`; report: `python benchmarks/combine.py report`."]
+    if hp_cells:
+        first = next(iter(hp_cells.values()))
+        members = "/".join(map(str, sorted({h["members"] for h in hp_cells.values()})))
+        lines.append(f"The hyperparameter search's winner, souped / ensembled ({first['date']}): "
+                     "`benchmarks/hp_combined.py` re-trained the stored winner's recipe (learning rate, epochs, batch "
+                     f"size) with `plain_trainer.train` on the same sample, M = {members} models per fresh seed s (seeds "
+                     "s, s + 1000, ...; the first is the search arm's own model for s), and averaged their weights "
+                     "(uniform soup, `autobert.run.inference.soup`) or their softmax probabilities (ensemble); one "
+                     "process per cell, pinned to one core, cells in `docs/benchmarks/combine-hp-cells/`. "
+                     "Command per cell: `" + first["command"].split(" --")[0] + " --task T --budget B`.")
+    lines.append("")
     raw = {}
     for budget in budgets:
         rows = [c for c in cells if c["budget"] == budget]
@@ -183,11 +305,7 @@ def cmd_report(args) -> int:
             chosen = c["combination"].get("kind") or "none"
             what = (f"{chosen} ({c['combination'].get('variant')}) of {len(c['members'])} runs" if chosen != "none"
                     else "single recipe kept")
-            final = (c.get("final_rule") or {}).get("kind")
-            if final and final != chosen:
-                what += (f"; the final rule keeps the single recipe (bootstrap noise "
-                         f"{100 * c['final_rule']['holdout']['noise']:.2f} points): the column shows it, the "
-                         f"{chosen} as run scored {_ms(c['combined']['test'])}")
+            what += _final_rule_note(c, chosen)
             lines.append(f"| {c['task']} | {_ms(hp) if hp else 'not run'} | {_ms(c['single']['test'])} | "
                          f"{_ms(combined_test(c))} | {what} |")
             if hp:
@@ -233,6 +351,7 @@ def cmd_report(args) -> int:
         if ratios:
             lines += ["", "Test std of autobert combined over the fresh seeds, as a share of the hyperparameter "
                       "search's (goal: at most 0.5): " + ", ".join(ratios) + "."]
+        lines += hp_combined_section(budget, rows, hp_cells)
         lines += ["", "### What each search did and what the combination cost", "",
                   "| task | search s (of the budget) | trials | combination candidates (held-out half: gain over the "
                   "single recipe, points) | chosen | retrain s (single / combined, all seeds) | inference ms per 1,000 "
@@ -241,11 +360,13 @@ def cmd_report(args) -> int:
         for c in rows:
             cand = "; ".join(f"{x['kind']} {x['variant']} ({x['members']} runs) {x['gain'] * 100:+.2f}"
                              for x in c["combination"].get("candidates") or []) or "—"
-            comb = c["combined"]
-            ms = comb.get("inference_ms_per_1000")
-            size = comb.get("size_bytes")
-            kind = c["combination"].get("kind") or "none"
-            cost = {"soup": "1×", "ensemble": f"{len(c['members'])}×"}.get(kind, "1×")
+            final = c.get("final_rule") or {}
+            kind = final.get("kind") or c["combination"].get("kind") or "none"
+            # What ships: the single recipe where the final rule keeps it, else the combination (re-trained if new).
+            comb = c["single"] if kind == "none" else final.get("combined") or c["combined"]
+            ms, size = comb.get("inference_ms_per_1000"), comb.get("size_bytes")
+            members = final.get("members") if final else c["members"]
+            cost = f"{len(members)}×" if kind == "ensemble" else "1×"
             lines.append(f"| {c['task']} | {c['search_seconds']:.0f} ({100 * c['search_seconds'] / budget:.0f} %) | "
                          f"{c['trials']} | {cand} | {kind} | {c['single']['seconds']:.0f} / {comb['seconds']:.0f} | "
                          f"{f'{ms:,.0f}' if ms is not None else '—'} ({cost} one model) | "
@@ -257,6 +378,8 @@ def cmd_report(args) -> int:
         if "## Reading" in old:
             lines += [old[old.index("## Reading"):].rstrip(), ""]
     REPORT.write_text("\n".join(lines) + "\n")
+    if hp_cells:
+        raw["hp_combined"] = list(hp_cells.values())
     (REPORT.with_suffix(".json")).write_text(json.dumps(raw, indent=1) + "\n")
     print(f"wrote {REPORT}")
     return 0
@@ -276,6 +399,8 @@ def main() -> int:
     again.add_argument("--task", required=True)
     again.add_argument("--budget", type=float, required=True)
     again.add_argument("--study-dir", required=True, help="the cell's study folder (<work>/combined)")
+    again.add_argument("--retrain", action="store_true",
+                       help="train the final rule's combination on the cell's fresh seeds where it differs")
     args = parser.parse_args()
     return {"run": cmd_run, "report": cmd_report, "redecide": cmd_redecide}[args.command](args)
 

@@ -312,10 +312,10 @@ def test_a_finalist_share_that_holds_a_run_is_kept(tiny_study):
 
 
 def test_the_finalists_leave_the_combination_step_its_time(tiny_study):
-    # Soups are scored at the budget's end: up to members + 1 of them, each a validation pass (the slowest a trial
-    # measured, 3 s here) and a model load. The finalists' runs must end that much earlier.
+    # Soups are scored at the budget's end, each a validation pass (the slowest a trial measured, 3 s here) and
+    # its members' loading. The finalists' runs end early enough to leave two of them their time.
     from autobert.store import record
-    from autobert.strategy.planner import MODEL_LOAD_SECONDS
+    from autobert.strategy.planner import SOUP_OVERHEAD, SOUP_PER_PASS, SOUPS_RESERVED
 
     planner, opened = half_budget_planner(tiny_study, 100.0)
     assert planner.combination_seconds() == 0.0  # no trial measured a validation pass yet
@@ -323,7 +323,8 @@ def test_the_finalists_leave_the_combination_step_its_time(tiny_study):
         opened.optimize(lambda trial: (record.store(trial, metrics={"accuracy": 0.8, "runtime": seconds}), 0.8)[1],
                         n_trials=1)
     planner.deadline = time.monotonic() + 400
-    reserve = (planner.study.combine.members + 1) * (3.0 + MODEL_LOAD_SECONDS)
+    reserve = SOUPS_RESERVED * (SOUP_PER_PASS * 3.0 + SOUP_OVERHEAD)
+    assert 7 < reserve < 9
     assert planner.combination_seconds() == pytest.approx(reserve)
     assert planner.cap(finalist=True) == pytest.approx(400 - reserve, abs=1)
     assert planner.clock(None, finalist=True).deadline == pytest.approx(planner.deadline - reserve)

@@ -127,9 +127,11 @@ def test_the_tail_average_is_the_mean_of_the_weights_it_took():
             model.bias.fill_(-value)
         seen.append(model.weight.clone())
         tail.add(model)
-    tail.load_into(model)
-    assert torch.allclose(model.weight, torch.stack(seen).mean(0)) and torch.allclose(model.bias, torch.full((2,), -3.0))
-    assert model.steps.item() == 7
+    with tail.applied(model):
+        assert torch.allclose(model.weight, torch.stack(seen).mean(0))
+        assert torch.allclose(model.bias, torch.full((2,), -3.0))
+        assert model.steps.item() == 7
+    assert torch.equal(model.weight, seen[-1])  # the run's own weights again after the block
     with pytest.raises(ValueError, match="no checkpoint"):
         TailAverage(2).load_into(model)
 

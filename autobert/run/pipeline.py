@@ -9,6 +9,7 @@ replays it through a ``FixedTrial``, so each seed trains the very same recipe.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -19,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import optuna
@@ -129,6 +130,20 @@ class TailAverage(TrainerCallback):
         state = model.state_dict()
         for k, total in self.total.items():
             state[k].copy_((total / self.taken).to(state[k].dtype))
+
+    @contextlib.contextmanager
+    def applied(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """``model`` with the average's weights inside the block, and its own again after it (the run's model is
+        what the caller and the techniques hold)."""
+        own = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.total}
+        self.load_into(model)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                state = model.state_dict()
+                for k, value in own.items():
+                    state[k].copy_(value)
 
 
 class _Collator:
@@ -430,11 +445,11 @@ def run_pipeline(
             raise TrialFailed(f"the validation {study.metric} is {value}")
         averaged = None
         if tail is not None and tail.taken:
-            # Last: the run's own model has been scored and saved; the trainer's model becomes the average.
-            tail.load_into(trainer.model)
-            averaged = _score_averaged(trainer, encoded, pm, last, study.metric, tail.taken, evaluate_test)
-            if save_averaged_to is not None:
-                save_model(trainer, run.tokenizer, Path(save_averaged_to))
+            # Last, once the run's own model has been scored and saved; the model is its own again after it.
+            with tail.applied(trainer.model):
+                averaged = _score_averaged(trainer, encoded, pm, last, study.metric, tail.taken, evaluate_test)
+                if save_averaged_to is not None:
+                    save_model(trainer, run.tokenizer, Path(save_averaged_to))
         return TrialResult(
             value=value, metrics=metrics, test_metrics=test_metrics, params=dict(run.params),
             seconds=time.perf_counter() - start, steps=trainer.state.global_step, batch_fit=fit.record(),

@@ -34,8 +34,12 @@ from autobert.config.settings import declared_settings, resolve_settings
 MAX_SKIPS_IN_A_ROW = 30
 #: At most this many fresh seeds per finalist.
 MAX_FINALIST_SEEDS = 5
-#: Loading one stored model for a soup (unpacking it from the artifact store), in the combination step's forecast.
-MODEL_LOAD_SECONDS = 2.0
+#: Soups the finalists leave time to score (see Planner.combination_seconds), and what one costs: its validation
+#: pass, plus loading its members (a quarter of a pass for MiniLM on SST-2's 872 rows: the step scored soups in
+#: 10-13 s where a trial's pass took 6.5-8.9 s), plus a fixed overhead.
+SOUPS_RESERVED = 2
+SOUP_PER_PASS = 1.25
+SOUP_OVERHEAD = 0.25
 
 
 def is_finalist(trial: optuna.trial.FrozenTrial) -> bool:
@@ -195,18 +199,20 @@ class Planner:
     # -- admission ----------------------------------------------------------
 
     def combination_seconds(self) -> float:
-        """What the combination step at the budget's end is predicted to take; the finalists leave it that time.
+        """The time the finalists leave to the combination step at the budget's end.
 
-        Ensembles and checkpoint averages are arithmetic on stored probabilities; soups are scored: up to
-        ``combine.members`` + 1 of them, each a model load and a validation pass (the slowest evaluation a
-        completed search trial measured). 0 where no soup is scored, or no trial has measured a pass yet.
+        Ensembles and checkpoint averages are arithmetic on stored probabilities; soups are scored, each with model
+        loads and a validation pass (the slowest evaluation a completed search trial measured). The finalists leave
+        time for ``SOUPS_RESERVED`` of them: the seed soup and the greedy soup's first step. A finalist run adds a
+        member to every candidate, so the greedy soup's further steps use whatever time is left, and the step says
+        which it skipped. 0 where no soup is scored, or no trial has measured a pass yet.
         """
         combine = self.study.combine
         if combine.kind not in ("auto", "soup") or combine.weights_kept <= 0:
             return 0.0
         passes = [(TrialRecord.from_trial(t).metrics or {}).get("runtime") for t in search_trials(self.opened)]
         passes = [p for p in passes if isinstance(p, (int, float))]
-        return (combine.members + 1) * (max(passes) + MODEL_LOAD_SECONDS) if passes else 0.0
+        return SOUPS_RESERVED * (SOUP_PER_PASS * max(passes) + SOUP_OVERHEAD) if passes else 0.0
 
     def finalist_deadline(self) -> float | None:
         """When finalist runs must have ended: the budget's end, less the combination step's time."""
