@@ -115,14 +115,19 @@ def test_a_journal_write_finishes_before_a_ctrl_c_that_arrives_during_it(tmp_pat
     url = f"journal:///{str((tmp_path / 'held.journal').resolve()).lstrip('/')}"
     study = optuna.create_study(study_name="held", storage=open_storage(url))
     finished = []
-    with pytest.raises(KeyboardInterrupt):
-        with _interrupts_held():
-            os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came while the worker waited for the file's lock
-            time.sleep(0.1)
-            study.set_user_attr("written", True)
-            finished.append(True)
+    # As in a terminal: a test run started in the background (`scripts/test &`) inherits SIGINT ignored.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _interrupts_held():
+                os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came while the worker waited for the file's lock
+                time.sleep(0.1)
+                study.set_user_attr("written", True)
+                finished.append(True)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert finished == [True] and _trials_attr(url) == {"written": True}
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
 
 
 def _trials_attr(url: str) -> dict:
