@@ -74,12 +74,10 @@ class TrialResult:
 
 @dataclass(frozen=True)
 class Averaged:
-    """A run's weights averaged over its last ``checkpoints`` checkpoints (``combine.kind: checkpoints``), scored."""
+    """A run's weights averaged over its last ``checkpoints`` checkpoints (``combine.kind: checkpoints``): its class
+    probabilities on validation (and test), which the combination step and replay score like any run's."""
 
     checkpoints: int
-    value: float
-    metrics: dict[str, float]
-    test_metrics: dict[str, float] | None
     probabilities: np.ndarray | None
     test_probabilities: np.ndarray | None
 
@@ -447,7 +445,7 @@ def run_pipeline(
         if tail is not None and tail.taken:
             # Last, once the run's own model has been scored and saved; the model is its own again after it.
             with tail.applied(trainer.model):
-                averaged = _score_averaged(trainer, encoded, pm, last, study.metric, tail.taken, evaluate_test)
+                averaged = Averaged(tail.taken, *_predict_averaged(trainer, encoded, last, evaluate_test))
                 if save_averaged_to is not None:
                     save_model(trainer, run.tokenizer, Path(save_averaged_to))
         return TrialResult(
@@ -459,19 +457,17 @@ def run_pipeline(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _score_averaged(trainer: Trainer, encoded: dict[str, Any], pm: PluginManager, last: dict[str, Any], metric: str,
-                    taken: int, evaluate_test: bool) -> Averaged:
-    """The averaged model's scores: validation (and test), through the trainer's prediction loop."""
-    scored: dict[str, tuple[dict[str, float], np.ndarray | None]] = {}
-    for split in ("validation", "test") if evaluate_test and "test" in encoded else ("validation",):
-        found = trainer.predict(encoded[split], metric_key_prefix=split).metrics
-        scored[split] = ({k.removeprefix(f"{split}_"): v for k, v in found.items()
-                          if k.removeprefix(f"{split}_") in metric_names(pm)},
-                         probabilities_of(last["logits"]) if "logits" in last else None)
-    validation, probabilities = scored["validation"]
-    test, test_probabilities = scored.get("test", (None, None))
-    return Averaged(checkpoints=taken, value=float(validation[metric]), metrics=validation, test_metrics=test,
-                    probabilities=probabilities, test_probabilities=test_probabilities)
+def _predict_averaged(trainer: Trainer, encoded: dict[str, Any], last: dict[str, Any],
+                      evaluate_test: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The averaged model's validation (and test) probabilities, through the trainer's prediction loop."""
+    found = []
+    for split in ("validation", "test"):
+        if split == "validation" or (evaluate_test and split in encoded):
+            trainer.predict(encoded[split], metric_key_prefix=split)
+            found.append(probabilities_of(last["logits"]) if "logits" in last else None)
+        else:
+            found.append(None)
+    return found[0], found[1]
 
 
 def _subtrial_manager(run: TrialRun, techniques: tuple[str, ...] | None) -> PluginManager:
